@@ -1,0 +1,3 @@
+"""Atelier: neural style transfer as a REST service."""
+
+__version__ = "0.1.0"

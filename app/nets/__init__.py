@@ -1,0 +1,1 @@
+"""Pure torch style networks: no HTTP, no files, no settings."""

@@ -1,0 +1,108 @@
+"""The weights manifest: `models/manifest.toml`.
+
+One file tells both what can be downloaded (official checkpoints, with checksums) and which
+local checkpoints are styles. Operators add a style by dropping a file into `models/` and adding
+a `[styles.NAME]` table here: no code change.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.toml"
+STYLE_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be read or an entry is malformed."""
+
+
+@dataclass(frozen=True)
+class Download:
+    """An official file fetched by `atelier models fetch` (never at run time)."""
+
+    name: str
+    url: str
+    sha256: str
+    size: int
+    license: str
+    files: tuple[str, ...]
+    archive_members: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def is_archive(self) -> bool:
+        return bool(self.archive_members)
+
+
+@dataclass(frozen=True)
+class StyleEntry:
+    """A TransformerNet checkpoint in `models/` that the catalog serves as a style."""
+
+    name: str
+    file: str
+    title: str
+    description: str
+    source: str
+    license: str
+    official: bool = False
+
+
+@dataclass(frozen=True)
+class Manifest:
+    downloads: dict[str, Download]
+    styles: dict[str, StyleEntry]
+
+
+def load_manifest(models_dir: Path) -> Manifest:
+    """Parse `models_dir/manifest.toml`; a missing file is an empty manifest."""
+    path = models_dir / MANIFEST_NAME
+    if not path.exists():
+        return Manifest(downloads={}, styles={})
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ManifestError(f"{path}: {exc}") from exc
+    downloads = {
+        name: _parse_download(name, entry) for name, entry in data.get("downloads", {}).items()
+    }
+    styles = {name: _parse_style(name, entry) for name, entry in data.get("styles", {}).items()}
+    return Manifest(downloads=downloads, styles=styles)
+
+
+def _parse_download(name: str, entry: dict) -> Download:
+    try:
+        members = dict(entry.get("archive_members", {}))
+        files = tuple(members) if members else (str(entry["file"]),)
+        return Download(
+            name=name,
+            url=str(entry["url"]),
+            sha256=str(entry["sha256"]).lower(),
+            size=int(entry["size"]),
+            license=str(entry["license"]),
+            files=files,
+            archive_members=members,
+            description=str(entry.get("description", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ManifestError(f"download {name!r}: missing or bad field {exc}") from exc
+
+
+def _parse_style(name: str, entry: dict) -> StyleEntry:
+    if not STYLE_NAME.match(name):
+        raise ManifestError(f"style {name!r}: names are lowercase words joined by hyphens")
+    try:
+        return StyleEntry(
+            name=name,
+            file=str(entry["file"]),
+            title=str(entry.get("title", name.replace("-", " ").title())),
+            description=str(entry.get("description", "")),
+            source=str(entry.get("source", "")),
+            license=str(entry.get("license", "unknown")),
+            official=bool(entry.get("official", False)),
+        )
+    except KeyError as exc:
+        raise ManifestError(f"style {name!r}: missing field {exc}") from exc
