@@ -1,0 +1,1 @@
+"""HTTP layer: parse and validate requests, call plain functions, shape responses."""

@@ -1,0 +1,28 @@
+"""FastAPI dependencies that hand route functions the running service's parts."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from app.api.problems import ProblemError
+from app.inference.runner import StyleRunner
+from app.service import Service
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def get_runner(request: Request) -> StyleRunner:
+    """The loaded networks, or 503 while the service is still warming up."""
+    service: Service = request.app.state.service
+    if service.runner is None:
+        if service.failed:
+            raise ProblemError(503, "models_unavailable", service.failed)
+        raise ProblemError(
+            503,
+            "warming_up",
+            "models are still loading; retry shortly",
+            headers={"Retry-After": "2"},
+        )
+    return service.runner

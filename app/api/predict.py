@@ -1,0 +1,105 @@
+"""POST /model/predict: the instant stylization endpoint (MAX-compatible)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi.responses import Response
+
+from app.api.deps import get_runner, get_service
+from app.api.problems import ProblemError, problem_responses
+from app.api.uploads import read_upload, resolve_style, run_inference
+from app.imaging.encode import MEDIA_TYPES, OutputFormat
+from app.inference.predict import PredictOptions, predict_bytes
+from app.inference.runner import StyleRunner
+from app.service import Service
+
+router = APIRouter(tags=["model"])
+
+_IMAGE_RESPONSES = {
+    200: {
+        "description": "The stylized image, same aspect ratio as the upload.",
+        "content": {
+            media: {"schema": {"type": "string", "format": "binary"}}
+            for media in MEDIA_TYPES.values()
+        },
+    }
+}
+
+
+@router.post(
+    "/model/predict",
+    summary="Stylize an image",
+    response_class=Response,
+    responses={**_IMAGE_RESPONSES, **problem_responses(400, 404, 413, 422, 503)},
+)
+async def predict(
+    image: Annotated[
+        UploadFile, File(description="Photo to stylize (JPEG, PNG, WebP, GIF, TIFF, BMP).")
+    ],
+    style: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Style name from /model/styles, or a blend of built-in styles such as "
+            "`starry-swirls:0.7,golden-haze:0.3`. Defaults to mosaic when installed.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, Query(max_length=200, description="Alias of `style` for MAX clients.")
+    ] = None,
+    max_size: Annotated[
+        int | None,
+        Query(ge=1, description="Longest side of the output in pixels (default 1024)."),
+    ] = None,
+    strength: Annotated[
+        float, Query(ge=0.0, le=1.0, description="1 = full style, 0 = the original photo.")
+    ] = 1.0,
+    preserve_color: Annotated[
+        bool, Query(description="Keep the photo's colours; transfer only luminance.")
+    ] = False,
+    format: Annotated[OutputFormat, Query(description="Output image format.")] = OutputFormat.jpeg,
+    service: Service = Depends(get_service),
+    runner: StyleRunner = Depends(get_runner),
+) -> Response:
+    settings = service.settings
+    if style is not None and model is not None and style != model:
+        raise ProblemError(422, "invalid_parameter", "give either `style` or `model`, not both")
+    size = max_size or settings.default_max_size
+    if size > settings.max_size_limit:
+        raise ProblemError(
+            422,
+            "invalid_parameter",
+            f"max_size {size} exceeds the limit {settings.max_size_limit} (ATELIER_MAX_SIZE_LIMIT)",
+        )
+    choice = resolve_style(service, style or model or service.default_style)
+    upload = await read_upload(image, settings.max_upload_bytes)
+    options = PredictOptions(
+        choice=choice,
+        max_size=size,
+        strength=strength,
+        keep_colors=preserve_color,
+        output=format,
+    )
+    result = await run_inference(
+        service,
+        partial(
+            predict_bytes,
+            runner,
+            upload,
+            options,
+            max_pixels=settings.max_pixels,
+            min_side=settings.min_side,
+        ),
+    )
+    return Response(
+        result.data,
+        media_type=MEDIA_TYPES[format],
+        headers={
+            "Content-Disposition": f'inline; filename="stylized.{format.value}"',
+            "X-Image-Size": f"{result.width}x{result.height}",
+            "X-Inference-Ms": f"{result.inference_ms:.1f}",
+        },
+    )

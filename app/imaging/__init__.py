@@ -1,0 +1,1 @@
+"""Image decoding, encoding and colour operations on plain arrays; no torch, no HTTP."""

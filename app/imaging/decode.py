@@ -1,0 +1,128 @@
+"""Turn untrusted upload bytes into an RGB uint8 array, safely.
+
+Order matters for safety: the format is sniffed from an allow-list, the pixel count is checked
+from the header before any pixel is decoded, and JPEGs are decoded at a reduced scale (draft
+mode) when the caller will shrink them anyway, so a huge upload never costs a full decode.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+
+
+class ImageRejected(ValueError):
+    """An upload that cannot be used; `code` is machine-readable, `status` the HTTP hint."""
+
+    status = 400
+    code = "invalid_image"
+
+
+class ImageTooLarge(ImageRejected):
+    status = 413
+    code = "image_too_large"
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Pixels plus what the caller needs to report about the original upload."""
+
+    pixels: np.ndarray
+    format: str
+    original_size: tuple[int, int]
+
+
+def target_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
+    """Fit (width, height) inside `max_size` on the long side, keeping the aspect ratio."""
+    if max_size is None or max(width, height) <= max_size:
+        return width, height
+    scale = max_size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    max_size: int | None = None,
+    min_side: int = 1,
+) -> DecodedImage:
+    """Decode `data` to an upright RGB uint8 array no larger than `max_size` on its long side.
+
+    Animated images (GIF, WebP) use their first frame. Transparency is composited on white.
+    Raises `ImageRejected` (400) or `ImageTooLarge` (413) with a message naming the problem.
+    """
+    if not data:
+        raise ImageRejected("the uploaded file is empty")
+    image = _open(data)
+    source_format = str(image.format)
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height:,} pixels; "
+            f"the limit is {max_pixels:,} (ATELIER_MAX_PIXELS)"
+        )
+    if min(width, height) < min_side:
+        raise ImageRejected(f"image is {width}x{height}; each side needs {min_side} px or more")
+    try:
+        if image.format == "JPEG" and max_size is not None and max(width, height) > max_size:
+            _draft(image, max_size)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        pixels = _to_rgb_array(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageRejected(f"the image is corrupt or truncated ({exc})") from exc
+    tw, th = target_size(pixels.shape[1], pixels.shape[0], max_size)
+    if (tw, th) != (pixels.shape[1], pixels.shape[0]):
+        resized = Image.fromarray(pixels).resize((tw, th), Image.Resampling.LANCZOS)
+        pixels = np.asarray(resized)
+    return DecodedImage(pixels=pixels, format=source_format, original_size=(width, height))
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"image declares too many pixels ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        allowed = ", ".join(ALLOWED_FORMATS)
+        raise ImageRejected(f"the upload is not a supported image; send one of: {allowed}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageRejected(f"the image header is unreadable ({exc})") from exc
+
+
+def _draft(image: Image.Image, max_size: int) -> None:
+    """Ask libjpeg for a 1/2, 1/4 or 1/8 scale decode that still covers `max_size`."""
+    scale = max_size / max(image.size)
+    image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Normalise every mode Pillow may hand back (palette, alpha, CMYK, 16-bit) to RGB uint8."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        wide = np.asarray(image).astype(np.float32)
+        peak = 65535.0 if image.mode.startswith("I;16") or wide.max() > 255 else 255.0
+        gray = np.clip(wide * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+    if image.mode == "F":
+        wide = np.asarray(image).astype(np.float32)
+        peak = 1.0 if wide.max() <= 1.0 else 255.0
+        gray = np.clip(wide * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(canvas, rgba)
+    return np.asarray(image.convert("RGB"))

@@ -1,0 +1,1 @@
+"""Running style networks: device choice, loaded networks, the bounded executor."""

@@ -1,0 +1,26 @@
+"""Device selection and torch threading, decided once per process."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def select_device(preference: str) -> torch.device:
+    """`auto` picks CUDA when a GPU is visible; asking for `cuda` without one is an error."""
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("ATELIER_DEVICE=cuda but no CUDA device is visible")
+    if preference in ("auto", "cuda") and torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def configure_threads(intra_op: int | None, inter_op: int) -> None:
+    """Set torch's pools; inter-op can only be set before first use, so failures are ignored."""
+    torch.set_num_threads(intra_op or os.cpu_count() or 1)
+    try:
+        torch.set_num_interop_threads(inter_op)
+    except RuntimeError:
+        pass

@@ -1,0 +1,109 @@
+"""The running service's long-lived parts, built once and shared by all requests.
+
+Loading networks takes seconds, so it happens on a background thread after the server starts:
+`/health/live` answers at once and `/health/ready` turns ready when loading and warm-up end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+
+import numpy as np
+
+from app.config import Settings
+from app.inference.device import configure_threads, select_device
+from app.inference.executor import InferenceExecutor
+from app.inference.runner import StyleRunner
+from app.styles.builtin import DEFAULT_BUILTIN
+from app.styles.catalog import (
+    Engine,
+    SingleStyle,
+    StyleCatalog,
+    builtin_styles,
+    manifest_styles,
+)
+from app.styles.thumbnails import ThumbnailCache
+from app.weights.checkpoints import CheckpointError
+from app.weights.manifest import ManifestError, load_manifest
+
+log = logging.getLogger("atelier.service")
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalog = StyleCatalog(builtin_styles())
+        self.executor = InferenceExecutor(settings.inference_workers, settings.inference_queue)
+        self.thumbnails = ThumbnailCache(settings.data_dir / "thumbnails")
+        self.runner: StyleRunner | None = None
+        self.problems: list[str] = []
+        self.ready = threading.Event()
+        self.failed: str | None = None
+
+    @property
+    def default_style(self) -> str:
+        """Configured default, else mosaic when installed, else a built-in style."""
+        if self.settings.default_style:
+            return self.settings.default_style
+        return "mosaic" if "mosaic" in self.catalog else DEFAULT_BUILTIN
+
+    def load(self) -> None:
+        """Load every network and warm it up; bad checkpoints are logged and skipped."""
+        try:
+            self._load()
+        except Exception as exc:
+            self.failed = f"model loading failed: {exc}"
+            log.exception("model loading failed")
+            raise
+        finally:
+            self.ready.set()
+
+    def _load(self) -> None:
+        settings = self.settings
+        configure_threads(settings.torch_threads, settings.torch_interop_threads)
+        device = select_device(settings.device)
+        runner = StyleRunner(device, settings.cache_dir)
+        try:
+            manifest = load_manifest(settings.models_dir)
+        except ManifestError as exc:
+            self.problems.append(str(exc))
+            log.error("skipping local styles: %s", exc)
+            manifest = None
+        if manifest is not None:
+            for style in manifest_styles(manifest, settings.models_dir):
+                try:
+                    runner.load_transformer(style)
+                except CheckpointError as exc:
+                    self.problems.append(str(exc))
+                    log.error("skipping style %s: %s", style.name, exc)
+                    continue
+                self.catalog.add(style)
+        if settings.warmup:
+            self._warm_up(runner)
+        self.runner = runner
+        log.info("loaded %d styles on %s", len(self.catalog), device)
+
+    def _warm_up(self, runner: StyleRunner) -> None:
+        """One small pass per engine so the first request does not pay allocator costs."""
+        sample = np.full((64, 64, 3), 128, dtype=np.uint8)
+        seen: set[Engine] = set()
+        for style in self.catalog.all():
+            if style.engine in seen and style.engine is Engine.multistyle:
+                continue
+            seen.add(style.engine)
+            runner.stylize(sample, SingleStyle(style))
+
+    def start_loading(self) -> threading.Thread:
+        thread = threading.Thread(target=self._load_quietly, name="model-loader", daemon=True)
+        thread.start()
+        return thread
+
+    def _load_quietly(self) -> None:
+        # load() has already logged the error and recorded it in `failed` for /health/ready.
+        with contextlib.suppress(Exception):
+            self.load()
+
+    def close(self) -> None:
+        self.executor.shutdown()

@@ -1,0 +1,186 @@
+"""StyleCatalog: every style the service can render, by stable name.
+
+Names are lowercase words joined by hyphens; lookups also accept underscores so MAX-era names
+such as `rain_princess` keep working. The catalog is pure data: loading networks is the
+inference layer's job.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import torch
+
+from app.nets.multistyle import NUM_STYLES
+from app.styles.builtin import ATTRIBUTION, BUILTIN_STYLES, LICENSE
+from app.weights.manifest import Manifest
+
+
+class Engine(StrEnum):
+    """Which network renders a style."""
+
+    multistyle = "multistyle26"
+    transformer = "transformer-net"
+    arbitrary = "arbitrary"
+
+
+class StyleOrigin(StrEnum):
+    builtin = "builtin"
+    official = "official"
+    local = "local"
+    user = "user"
+
+
+@dataclass(frozen=True)
+class Style:
+    name: str
+    title: str
+    description: str
+    source: str
+    license: str
+    engine: Engine
+    origin: StyleOrigin
+    index: int | None = None
+    checkpoint: Path | None = None
+    style_vector: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    owner: str | None = None
+
+
+class UnknownStyle(LookupError):
+    """No style by that name; carries the names a client may use instead."""
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        super().__init__(f"unknown style {name!r}")
+        self.name = name
+        self.available = available
+
+
+class InvalidBlend(ValueError):
+    """A `name:weight,...` blend that cannot be rendered in one pass."""
+
+
+@dataclass(frozen=True)
+class MultiStyleBlend:
+    """Weights over the 26 built-in styles, summing to 1."""
+
+    weights: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SingleStyle:
+    style: Style
+
+
+StyleChoice = MultiStyleBlend | SingleStyle
+
+
+def normalise_name(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def builtin_styles() -> list[Style]:
+    return [
+        Style(
+            name=b.name,
+            title=b.title,
+            description=b.description,
+            source=ATTRIBUTION,
+            license=LICENSE,
+            engine=Engine.multistyle,
+            origin=StyleOrigin.builtin,
+            index=b.index,
+        )
+        for b in BUILTIN_STYLES
+    ]
+
+
+def manifest_styles(manifest: Manifest, models_dir: Path) -> list[Style]:
+    """Manifest styles whose checkpoint file is present (official ones appear once fetched)."""
+    styles = []
+    for entry in manifest.styles.values():
+        path = models_dir / entry.file
+        if not path.exists():
+            continue
+        styles.append(
+            Style(
+                name=entry.name,
+                title=entry.title,
+                description=entry.description,
+                source=entry.source,
+                license=entry.license,
+                engine=Engine.transformer,
+                origin=StyleOrigin.official if entry.official else StyleOrigin.local,
+                checkpoint=path,
+            )
+        )
+    return styles
+
+
+class StyleCatalog:
+    """Thread-safe name -> Style map, in a stable display order."""
+
+    def __init__(self, styles: list[Style]) -> None:
+        self._styles: dict[str, Style] = {}
+        self._lock = threading.Lock()
+        for style in styles:
+            self._styles[style.name] = style
+
+    def __len__(self) -> int:
+        return len(self._styles)
+
+    def __contains__(self, name: str) -> bool:
+        return normalise_name(name) in self._styles
+
+    def all(self) -> list[Style]:
+        with self._lock:
+            return list(self._styles.values())
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._styles)
+
+    def get(self, name: str) -> Style:
+        key = normalise_name(name)
+        with self._lock:
+            style = self._styles.get(key)
+        if style is None:
+            raise UnknownStyle(name, self.names())
+        return style
+
+    def add(self, style: Style) -> None:
+        with self._lock:
+            self._styles[style.name] = style
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._styles.pop(normalise_name(name), None)
+
+    def resolve(self, spec: str) -> StyleChoice:
+        """Parse `name` or a blend `name:weight,name:weight` of built-in styles."""
+        parts = [p.strip() for p in spec.split(",") if p.strip()]
+        if not parts:
+            raise InvalidBlend("style is empty")
+        if len(parts) == 1 and ":" not in parts[0]:
+            return SingleStyle(self.get(parts[0]))
+        weights = torch.zeros(NUM_STYLES)
+        for part in parts:
+            name, _, raw_weight = part.partition(":")
+            style = self.get(name)
+            if style.engine is not Engine.multistyle or style.index is None:
+                raise InvalidBlend(
+                    f"only built-in styles can be blended; {style.name!r} is {style.engine}"
+                )
+            try:
+                weight = float(raw_weight) if raw_weight else 1.0
+            except ValueError:
+                raise InvalidBlend(f"blend weight {raw_weight!r} is not a number") from None
+            if not 0.0 <= weight <= 1e6:
+                raise InvalidBlend(f"blend weight for {style.name!r} must be >= 0, got {weight}")
+            weights[style.index] += weight
+        total = float(weights.sum())
+        if total <= 0.0:
+            raise InvalidBlend("blend weights must not all be zero")
+        return MultiStyleBlend(weights / total)

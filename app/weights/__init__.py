@@ -1,0 +1,1 @@
+"""Weights: the manifest, the download command, and converters into torch state dicts."""
