@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -20,7 +21,5 @@ def select_device(preference: str) -> torch.device:
 def configure_threads(intra_op: int | None, inter_op: int) -> None:
     """Set torch's pools; inter-op can only be set before first use, so failures are ignored."""
     torch.set_num_threads(intra_op or os.cpu_count() or 1)
-    try:
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(inter_op)
-    except RuntimeError:
-        pass

