@@ -1,0 +1,37 @@
+# Atelier: `make run` serves on 127.0.0.1:8000, `make test` runs lint + the whole test suite.
+# Both create .venv and install pinned dependencies on first use.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench-predict bench-load bench-gatys fetch-models clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
+	$(BIN)/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/atelier serve
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fetch-models: $(STAMP)
+	$(BIN)/atelier models fetch
+
+bench-gatys: $(STAMP)
+	$(BIN)/python bench/gatys.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache

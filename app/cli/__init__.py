@@ -1,0 +1,88 @@
+"""The `atelier` command line: serve, stylize files, inspect styles, manage weights, run jobs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.cli.models import models_app
+from app.config import get_settings
+
+cli = typer.Typer(
+    name="atelier",
+    help="Atelier: neural style transfer service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+cli.add_typer(models_app, name="models")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (ATELIER_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (ATELIER_PORT).")] = None,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
+) -> None:
+    """Run the HTTP service."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "app.main:app",
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+@cli.command()
+def styles() -> None:
+    """List the styles the service would offer with the current models folder."""
+    from app.service import Service
+
+    service = Service(get_settings())
+    service.settings.warmup = False
+    service.load()
+    default = service.default_style
+    for style in service.catalog.all():
+        marker = "*" if style.name == default else " "
+        index = f"#{style.index}" if style.index is not None else ""
+        typer.echo(f"{marker} {style.name:<18} {style.engine.value:<16} {index:<4} {style.title}")
+    for problem in service.problems:
+        typer.echo(f"skipped: {problem}", err=True)
+
+
+@cli.command()
+def stylize(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    style: Annotated[str | None, typer.Option("--style", "-s", help="Style or blend.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="File, or folder.")] = Path(
+        "stylized"
+    ),
+    max_size: Annotated[int | None, typer.Option(help="Longest output side.")] = None,
+    strength: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours.")] = False,
+    format: Annotated[str, typer.Option(help="jpeg, png or webp.")] = "jpeg",
+) -> None:
+    """Stylize image files with the same options as POST /model/predict."""
+    from app.cli.stylize import stylize_files
+
+    code = stylize_files(
+        inputs,
+        style=style,
+        output=output,
+        max_size=max_size,
+        strength=strength,
+        preserve_color=preserve_color,
+        fmt=format,
+    )
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cli()
