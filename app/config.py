@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # Inference execution.
     inference_workers: int = Field(1, ge=1, description="Concurrent inferences per device.")
     inference_queue: int = Field(8, ge=0, description="Waiting predictions before 503.")
+    cpu_backend: Literal["onnxruntime", "torch"] = Field(
+        "onnxruntime", description="How networks run on CPU: an ONNX export, or eager torch."
+    )
     torch_threads: int | None = Field(None, ge=1, description="Intra-op threads; None = cores.")
     torch_interop_threads: int = Field(1, ge=1)
     warmup: bool = Field(True, description="Run each loaded network once at start-up.")

@@ -64,7 +64,12 @@ class Service:
         settings = self.settings
         configure_threads(settings.torch_threads, settings.torch_interop_threads)
         device = select_device(settings.device)
-        runner = StyleRunner(device, settings.cache_dir)
+        runner = StyleRunner(
+            device,
+            settings.cache_dir,
+            cpu_backend=settings.cpu_backend,
+            threads=settings.torch_threads,
+        )
         try:
             manifest = load_manifest(settings.models_dir)
         except ManifestError as exc:
