@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 
 from app import __version__
 from app.api import health, predict, styles
 from app.api.body_limit import BodySizeLimit
 from app.api.problems import install_problem_handlers
+from app.api.studio import mount_studio
 from app.config import Settings, get_settings
 from app.service import Service
 
@@ -48,10 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(styles.router)
     app.include_router(health.router)
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
-
+    mount_studio(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app
 
