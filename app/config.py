@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     max_size_limit: int = Field(2048, gt=0, description="Largest allowed `max_size` (long side).")
     default_max_size: int = Field(1024, gt=0, description="Long side when a request names none.")
     min_side: int = Field(1, gt=0, description="Smallest accepted image side, in pixels.")
+    max_style_images: int = Field(4, ge=1, description="Painting uploads per prediction.")
 
     # Inference execution.
     inference_workers: int = Field(1, ge=1, description="Concurrent inferences per device.")
@@ -49,10 +50,75 @@ class Settings(BaseSettings):
     torch_interop_threads: int = Field(1, ge=1)
     warmup: bool = Field(True, description="Run each loaded network once at start-up.")
 
+    # Optimisation jobs (Gatys): one design, embedded or scaled out over a broker.
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the job table, e.g. postgresql+psycopg://user@host/db; "
+        "None = SQLite at {data_dir}/jobs.db (single host only).",
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker (redis://host:6379/0) that hands jobs to `atelier worker` "
+        "processes; None = jobs run on the embedded worker inside the API process.",
+    )
+    embedded_worker: bool | None = Field(
+        None,
+        description="Run jobs on a thread of the API process; None = on when no broker is set.",
+    )
+    job_backbone: Literal["auto", "vgg19", "efficientnet-lite0"] = Field(
+        "auto", description="Feature network for Gatys jobs; auto = VGG-19 when installed."
+    )
+    job_default_iterations: int = Field(300, ge=1, description="Iterations when a job names none.")
+    job_max_iterations: int = Field(1000, ge=1, description="Largest `iterations` a job may ask.")
+    job_default_size: int = Field(512, ge=16, description="Output long side when a job names none.")
+    job_max_size: int = Field(
+        1024, ge=16, description="Largest output (and style image) long side a job may ask."
+    )
+    job_max_style_images: int = Field(4, ge=1, description="Style images per job.")
+    job_max_queued_per_client: int = Field(
+        5, ge=1, description="Queued plus running jobs per client (API key, else IP) before 429."
+    )
+    job_preview_every: int = Field(
+        0, ge=0, description="Default preview interval (iterations) when a job names none; 0 = off."
+    )
+    job_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A running job's lease; renewed every third of it, and a job whose lease "
+        "lapses (dead worker) is requeued or failed.",
+    )
+    job_max_attempts: int = Field(
+        2, ge=1, description="Runs a job gets before a lost worker fails it instead of requeueing."
+    )
+    job_sweep_interval_s: float = Field(
+        5.0, gt=0, description="How often expired leases are looked for."
+    )
+    job_poll_interval_s: float = Field(
+        1.0, gt=0, description="How often an idle embedded worker looks for queued jobs."
+    )
+    job_visibility_timeout_s: int = Field(
+        6 * 3600,
+        gt=0,
+        description="Redis redelivers an unacknowledged job message after this long; keep it "
+        "longer than the longest job (the job row's lease, not this, detects dead workers).",
+    )
+
     @property
     def cache_dir(self) -> Path:
         """Converted weights (safetensors) live here, rebuilt when missing."""
         return self.data_dir / "cache"
+
+    @property
+    def job_database_url(self) -> str:
+        """Where the job table lives; SQLite in the data dir unless a database is configured."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'jobs.db'}"
+
+    @property
+    def runs_embedded_worker(self) -> bool:
+        """Whether this API process runs jobs itself (always, unless a broker takes them)."""
+        if self.embedded_worker is None:
+            return self.broker_url is None
+        return self.embedded_worker
 
 
 @lru_cache

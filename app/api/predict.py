@@ -10,7 +10,13 @@ from fastapi.responses import Response
 
 from app.api.deps import get_runner, get_service
 from app.api.problems import ProblemError, problem_responses
-from app.api.uploads import read_upload, resolve_style, run_inference
+from app.api.uploads import (
+    parse_style_weights,
+    read_style_images,
+    read_upload,
+    resolve_style,
+    run_inference,
+)
 from app.imaging.encode import MEDIA_TYPES, OutputFormat
 from app.inference.predict import PredictOptions, predict_bytes
 from app.inference.runner import StyleRunner
@@ -61,6 +67,20 @@ async def predict(
         bool, Query(description="Keep the photo's colours; transfer only luminance.")
     ] = False,
     format: Annotated[OutputFormat, Query(description="Output image format.")] = OutputFormat.jpeg,
+    style_image: Annotated[
+        list[UploadFile] | None,
+        File(
+            description="Painting(s) to use as the style in one pass (arbitrary style); "
+            "overrides `style`. Repeat the field to blend several."
+        ),
+    ] = None,
+    style_weights: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Blend weights for several `style_image`s, e.g. `0.7,0.3`.",
+        ),
+    ] = None,
     service: Service = Depends(get_service),
     runner: StyleRunner = Depends(get_runner),
 ) -> Response:
@@ -74,7 +94,9 @@ async def predict(
             "invalid_parameter",
             f"max_size {size} exceeds the limit {settings.max_size_limit} (ATELIER_MAX_SIZE_LIMIT)",
         )
-    choice = resolve_style(service, style or model or service.default_style)
+    paintings = await read_style_images(style_image or [], settings)
+    weights = parse_style_weights(style_weights, len(paintings))
+    choice = None if paintings else resolve_style(service, style or model or service.default_style)
     upload = await read_upload(image, settings.max_upload_bytes)
     options = PredictOptions(
         choice=choice,
@@ -82,6 +104,8 @@ async def predict(
         strength=strength,
         keep_colors=preserve_color,
         output=format,
+        style_images=paintings,
+        style_weights=weights,
     )
     result = await run_inference(
         service,

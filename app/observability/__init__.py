@@ -1,0 +1,1 @@
+"""Metrics, request ids and structured logs: what operators see of a running service."""
