@@ -103,6 +103,27 @@ class Settings(BaseSettings):
         "longer than the longest job (the job row's lease, not this, detects dead workers).",
     )
 
+    # Access, exposure and logs.
+    api_keys: str = Field(
+        "",
+        description="Comma-separated API keys; empty = no keys (embedded run). Set for any "
+        "public deployment: predict, styles and jobs then need `X-API-Key`.",
+    )
+    rate_limit: str | None = Field(
+        None, description="Per-client request rate, e.g. `60/minute`; None = unlimited."
+    )
+    cors_origins: str = Field("", description="Comma-separated origins allowed by CORS.")
+    log_level: str = Field("INFO", description="Root log level.")
+    log_json: bool = Field(False, description="Log one JSON object per line.")
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
     @property
     def cache_dir(self) -> Path:
         """Converted weights (safetensors) live here, rebuilt when missing."""

@@ -6,20 +6,29 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__
-from app.api import health, predict, styles
+from app.api import health, jobs, metrics, predict, styles
+from app.api.access import AccessControl
 from app.api.body_limit import BodySizeLimit
 from app.api.problems import install_problem_handlers
 from app.api.studio import mount_studio
 from app.config import Settings, get_settings
+from app.jobs.runtime import JobsRuntime
+from app.observability.logs import RequestIdMiddleware, log
+from app.observability.metrics import MetricsMiddleware, ServiceMetrics
 from app.service import Service
+from app.styles.user_styles import UserStyleStore
 
 DESCRIPTION = """
 Neural style transfer as a service.
 
 * **Instant**: `POST /model/predict` stylizes a photo with a pretrained feed-forward network.
 * **Catalog**: `GET /model/styles` lists every style with a thumbnail.
+* **Jobs**: `POST /jobs` queues a Gatys optimisation with your own style images; poll
+  `GET /jobs/{id}` for progress and fetch `GET /jobs/{id}/result`.
 
 Errors are `application/problem+json` with a machine-readable `code`.
 """
@@ -28,12 +37,22 @@ Errors are `application/problem+json` with a machine-readable `code`.
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     service = Service(settings)
+    job_runtime = JobsRuntime(settings)
+    user_styles = UserStyleStore(job_runtime.store.engine)
+    service_metrics = ServiceMetrics()
+    service_metrics.on_scrape(lambda: service_metrics.queue_depth.set(service.executor.in_flight))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         service.start_loading()
+        job_runtime.start()
+        try:
+            user_styles.create_schema()
+        except SQLAlchemyError as exc:
+            log.error("user styles unavailable until the database is back: %s", exc)
         yield
+        job_runtime.stop()
         service.close()
 
     app = FastAPI(
@@ -43,13 +62,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.jobs = job_runtime
+    app.state.user_styles = user_styles
+    app.state.access = AccessControl(settings.api_key_list, settings.rate_limit)
+    app.state.metrics = service_metrics
     install_problem_handlers(app)
     app.include_router(predict.router)
     app.include_router(styles.router)
+    app.include_router(jobs.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
 
     mount_studio(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Location", "Retry-After", "X-Image-Size"],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=service_metrics)
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 

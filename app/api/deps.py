@@ -7,6 +7,7 @@ from fastapi import Request
 from app.api.problems import ProblemError
 from app.inference.runner import StyleRunner
 from app.service import Service
+from app.styles.user_styles import UserStyleStore
 
 
 def get_service(request: Request) -> Service:
@@ -26,3 +27,7 @@ def get_runner(request: Request) -> StyleRunner:
             headers={"Retry-After": "2"},
         )
     return service.runner
+
+
+def get_user_styles(request: Request) -> UserStyleStore:
+    return request.app.state.user_styles

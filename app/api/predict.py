@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import Response
 
-from app.api.deps import get_runner, get_service
+from app.api.access import Client, require_client
+from app.api.deps import get_runner, get_service, get_user_styles
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import (
     parse_style_weights,
@@ -21,6 +22,7 @@ from app.imaging.encode import MEDIA_TYPES, OutputFormat
 from app.inference.predict import PredictOptions, predict_bytes
 from app.inference.runner import StyleRunner
 from app.service import Service
+from app.styles.user_styles import UserStyleStore
 
 router = APIRouter(tags=["model"])
 
@@ -39,7 +41,7 @@ _IMAGE_RESPONSES = {
     "/model/predict",
     summary="Stylize an image",
     response_class=Response,
-    responses={**_IMAGE_RESPONSES, **problem_responses(400, 404, 413, 422, 503)},
+    responses={**_IMAGE_RESPONSES, **problem_responses(400, 401, 404, 413, 422, 429, 503)},
 )
 async def predict(
     image: Annotated[
@@ -83,6 +85,8 @@ async def predict(
     ] = None,
     service: Service = Depends(get_service),
     runner: StyleRunner = Depends(get_runner),
+    user_styles: UserStyleStore = Depends(get_user_styles),
+    client: Client = Depends(require_client),
 ) -> Response:
     settings = service.settings
     if style is not None and model is not None and style != model:
@@ -96,7 +100,11 @@ async def predict(
         )
     paintings = await read_style_images(style_image or [], settings)
     weights = parse_style_weights(style_weights, len(paintings))
-    choice = None if paintings else resolve_style(service, style or model or service.default_style)
+    owner = client.id if client.authenticated else None
+    choice = None
+    if not paintings:
+        spec = style or model or service.default_style
+        choice = await resolve_style(service, user_styles, spec, owner)
     upload = await read_upload(image, settings.max_upload_bytes)
     options = PredictOptions(
         choice=choice,

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from app import __version__
-from app.api.deps import get_runner, get_service
+from app.api.access import Client, require_client
+from app.api.deps import get_runner, get_service, get_user_styles
 from app.api.problems import ProblemError, problem_responses
-from app.api.uploads import run_inference
+from app.api.uploads import find_style, read_upload, run_inference
+from app.inference.registration import RegisteredPainting, analyse_painting
 from app.inference.runner import StyleRunner
 from app.service import Service
-from app.styles.catalog import SingleStyle, Style, UnknownStyle
+from app.styles.catalog import STYLE_NAME_MAX, SingleStyle, Style, StyleOrigin, normalise_name
+from app.styles.user_styles import DuplicateStyle, NewUserStyle, UserStyleStore
+from app.weights.manifest import STYLE_NAME
 
 router = APIRouter(tags=["model"])
 
@@ -65,13 +71,107 @@ def metadata(service: Service = Depends(get_service)) -> ModelMetadata:
     )
 
 
-@router.get("/model/styles", response_model=StyleList, summary="List available styles")
-def list_styles(request: Request, service: Service = Depends(get_service)) -> StyleList:
+@router.get(
+    "/model/styles",
+    response_model=StyleList,
+    summary="List available styles",
+    responses=problem_responses(401, 429),
+)
+async def list_styles(
+    request: Request,
+    service: Service = Depends(get_service),
+    user_styles: UserStyleStore = Depends(get_user_styles),
+    client: Client = Depends(require_client),
+) -> StyleList:
     default = service.default_style
+    owner = client.id if client.authenticated else None
+    styles = service.catalog.all() + await run_in_threadpool(user_styles.visible_to, owner)
     return StyleList(
         default=default,
-        styles=[_info(request, style, style.name == default) for style in service.catalog.all()],
+        styles=[_info(request, style, style.name == default) for style in styles],
     )
+
+
+@router.post(
+    "/model/styles",
+    response_model=StyleInfo,
+    status_code=201,
+    summary="Register a painting as a named style",
+    responses=problem_responses(400, 401, 409, 413, 422, 429, 503),
+)
+async def register_style(
+    request: Request,
+    response: Response,
+    image: Annotated[UploadFile, File(description="The painting whose style to save.")],
+    name: Annotated[
+        str,
+        Form(
+            max_length=STYLE_NAME_MAX,
+            description="Lowercase words joined by hyphens, e.g. `my-starry-night`.",
+        ),
+    ],
+    title: Annotated[str | None, Form(max_length=200)] = None,
+    description: Annotated[str, Form(max_length=2000)] = "",
+    service: Service = Depends(get_service),
+    runner: StyleRunner = Depends(get_runner),
+    user_styles: UserStyleStore = Depends(get_user_styles),
+    client: Client = Depends(require_client),
+) -> StyleInfo:
+    if not STYLE_NAME.match(name):
+        raise ProblemError(
+            422,
+            "invalid_parameter",
+            f"name {name!r} must be lowercase letters and digits joined by single hyphens",
+        )
+    if name in service.catalog:
+        raise ProblemError(409, "style_exists", f"a built-in style is already named {name!r}")
+    data = await read_upload(image, service.settings.max_upload_bytes)
+    painting: RegisteredPainting = await run_inference(
+        service,
+        partial(analyse_painting, runner, data, max_pixels=service.settings.max_pixels),
+    )
+    new = NewUserStyle(
+        name=name,
+        title=title or name.replace("-", " ").title(),
+        description=description,
+        owner=client.id,
+        vector=painting.vector,
+        thumbnail=painting.thumbnail,
+    )
+    try:
+        style = await run_in_threadpool(user_styles.add, new)
+    except DuplicateStyle as exc:
+        raise ProblemError(409, "style_exists", f"a style named {name!r} already exists") from exc
+    response.headers["Location"] = str(request.url_for("thumbnail", name=name))
+    return _info(request, style, False)
+
+
+@router.delete(
+    "/model/styles/{name}",
+    status_code=204,
+    summary="Delete a user-registered style",
+    responses=problem_responses(401, 403, 404, 429, 503),
+)
+async def delete_style(
+    name: Annotated[str, Path(max_length=100)],
+    service: Service = Depends(get_service),
+    user_styles: UserStyleStore = Depends(get_user_styles),
+    client: Client = Depends(require_client),
+) -> Response:
+    key = normalise_name(name)
+    if key in service.catalog:
+        raise ProblemError(
+            403,
+            "style_protected",
+            f"{key!r} is a built-in or installed style; it cannot be deleted",
+        )
+    style = await run_in_threadpool(user_styles.get, key)
+    owner = client.id if client.authenticated else None
+    if style is None or not user_styles.is_visible(style, owner):
+        raise ProblemError(404, "unknown_style", f"no user style named {name!r}")
+    await run_in_threadpool(user_styles.remove, key)
+    service.thumbnails.invalidate(key)
+    return Response(status_code=204)
 
 
 @router.get(
@@ -87,11 +187,13 @@ async def thumbnail(
     name: Annotated[str, Path(max_length=100)],
     service: Service = Depends(get_service),
     runner: StyleRunner = Depends(get_runner),
+    user_styles: UserStyleStore = Depends(get_user_styles),
 ) -> Response:
-    try:
-        style = service.catalog.get(name)
-    except UnknownStyle as exc:
-        raise ProblemError(404, "unknown_style", f"no style named {name!r}") from exc
+    style = await find_style(service, user_styles, name, owner=None)
+    if style.origin is StyleOrigin.user:
+        stored = await run_in_threadpool(user_styles.thumbnail, style.name)
+        if stored is not None:
+            return Response(stored, media_type="image/jpeg")
     data = await run_inference(
         service,
         service.thumbnails.get,

@@ -6,13 +6,23 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from fastapi import UploadFile
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.problems import ProblemError
 from app.config import Settings
 from app.imaging.decode import ImageRejected
 from app.inference.executor import ExecutorBusy
 from app.service import Service
-from app.styles.catalog import InvalidBlend, StyleChoice, UnknownStyle
+from app.styles.catalog import (
+    InvalidBlend,
+    SingleStyle,
+    Style,
+    StyleChoice,
+    UnknownStyle,
+    normalise_name,
+)
+from app.styles.user_styles import UserStyleStore
 
 T = TypeVar("T")
 
@@ -65,18 +75,47 @@ def parse_style_weights(text: str | None, count: int) -> tuple[float, ...] | Non
     return weights
 
 
-def resolve_style(service: Service, spec: str) -> StyleChoice:
+async def resolve_style(
+    service: Service, user_styles: UserStyleStore, spec: str, owner: str | None
+) -> StyleChoice:
+    """A catalog style or blend, else a user-registered style visible to `owner`."""
     try:
         return service.catalog.resolve(spec)
-    except UnknownStyle as exc:
-        raise ProblemError(
-            404,
-            "unknown_style",
-            f"no style named {exc.name!r}; available: {', '.join(exc.available)}",
-            extra={"available": exc.available},
-        ) from exc
     except InvalidBlend as exc:
         raise ProblemError(422, "invalid_style", str(exc)) from exc
+    except UnknownStyle as exc:
+        if "," in spec or ":" in spec:
+            raise _unknown(exc.name, exc.available) from exc
+    return SingleStyle(await find_style(service, user_styles, spec, owner))
+
+
+async def find_style(
+    service: Service, user_styles: UserStyleStore, name: str, owner: str | None
+) -> Style:
+    """Look `name` up in the catalog, then among user styles (read from the shared database)."""
+    if name in service.catalog:
+        return service.catalog.get(name)
+    try:
+        style = await run_in_threadpool(user_styles.get, normalise_name(name))
+    except SQLAlchemyError as exc:
+        raise ProblemError(
+            503,
+            "database_unavailable",
+            "user styles are unavailable: the database is down",
+            headers={"Retry-After": "5"},
+        ) from exc
+    if style is None or not user_styles.is_visible(style, owner):
+        raise _unknown(name, service.catalog.names())
+    return style
+
+
+def _unknown(name: str, available: list[str]) -> ProblemError:
+    return ProblemError(
+        404,
+        "unknown_style",
+        f"no style named {name!r}; available: {', '.join(available)}",
+        extra={"available": available},
+    )
 
 
 async def run_inference(service: Service, fn: Callable[..., T], *args: object) -> T:

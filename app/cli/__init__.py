@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 
+from app.cli.jobs import gatys, worker
 from app.cli.models import models_app
 from app.config import get_settings
+from app.observability.logs import configure_logging
 
 cli = typer.Typer(
     name="atelier",
@@ -18,6 +20,8 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 cli.add_typer(models_app, name="models")
+cli.command("gatys")(gatys)
+cli.command("worker")(worker)
 
 
 @cli.command()
@@ -30,12 +34,13 @@ def serve(
     import uvicorn
 
     settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
     uvicorn.run(
         "app.main:app",
         host=host or settings.host,
         port=port or settings.port,
         workers=workers,
-        log_level="info",
+        log_config=None,
     )
 
 

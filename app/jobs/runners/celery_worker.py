@@ -1,0 +1,184 @@
+"""Scale-out runner: a Celery worker that runs jobs the API announces over a Redis broker.
+
+The broker only carries "job <id> is waiting"; the job row stays the source of truth. So a
+duplicate or stale message is harmless (the claim fails and the task returns), and a worker that
+is SIGKILLed mid-job is handled by leases, not by the broker: its job's lease lapses, a sweeper
+(in every API process and every worker) requeues or fails it, and re-announces it.
+
+Worker settings follow from one job at a time per process: the solo pool (no fork, so CUDA is
+only ever initialised in the process that uses it), prefetch 1 so a busy worker does not hoard
+messages, late acks so a message is only acknowledged once its job ended, and a visibility
+timeout longer than any job so Redis does not redeliver a message whose job is still running.
+
+Run with `atelier worker` or `python -m app.jobs.runners.celery_worker`; the plain Celery CLI
+also works: `celery -A app.jobs.runners.celery_worker inspect active`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery, Task, bootsteps
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.config import Settings, get_settings
+from app.inference.device import configure_threads
+from app.jobs.execute import execute_job
+from app.jobs.lease import make_worker_id
+from app.jobs.store import JobStore
+from app.jobs.sweeper import LeaseSweeper
+
+log = logging.getLogger("atelier.jobs.celery")
+
+RUN_JOB = "atelier.run_job"
+QUEUE = "atelier-jobs"
+CLAIM_RETRY_S = 5  # the database was unreachable; try the claim again after this long
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """The Celery app for `settings.broker_url`: the API sends with it, workers run it."""
+    if not settings.broker_url:
+        raise ValueError("no broker configured; set ATELIER_BROKER_URL (e.g. redis://host:6379/0)")
+    app = Celery("atelier", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_pool="solo",
+        worker_concurrency=1,
+        worker_prefetch_multiplier=1,
+        # A busy solo worker must not sit on the next message while another worker idles.
+        worker_disable_prefetch=True,
+        worker_enable_remote_control=False,
+        broker_transport_options={"visibility_timeout": settings.job_visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        # Submitting a job must fail fast (503) rather than hang when the broker is down.
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
+    )
+    context = WorkerContext(settings)
+
+    @app.task(name=RUN_JOB, bind=True, ignore_result=True)
+    def run_job(task: Task, job_id: str) -> str:
+        try:
+            return context.run(job_id)
+        except SQLAlchemyError as exc:
+            log.warning("job %s: database unavailable (%s); retrying", job_id, exc)
+            raise task.retry(countdown=CLAIM_RETRY_S, max_retries=None) from exc
+
+    class SweepLeases(bootsteps.StartStopStep):
+        """Starts the lease sweeper with the worker, so a worker fleet needs no extra process."""
+
+        def start(self, parent: Any) -> None:
+            context.start(lambda job_id: _announce(app, job_id))
+
+        def stop(self, parent: Any) -> None:
+            context.stop()
+
+    app.steps["worker"].add(SweepLeases)
+    return app
+
+
+def _announce(app: Celery, job_id: str) -> None:
+    app.send_task(RUN_JOB, args=[job_id], queue=QUEUE)
+
+
+class WorkerContext:
+    """A worker process's long-lived parts; the store is built on first use so the API, which
+    only sends tasks, never opens it through here."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.worker_id = make_worker_id("celery")
+        self._store: JobStore | None = None
+        self._sweeper: LeaseSweeper | None = None
+
+    @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            self._store = JobStore(self.settings.job_database_url)
+        self._store.create_schema()
+        return self._store
+
+    def run(self, job_id: str) -> str:
+        """Claim exactly this job and run it; anything else (already running elsewhere, done,
+        cancelled) means the message is stale and is dropped."""
+        settings = self.settings
+        job = self.store.claim(self.worker_id, settings.job_lease_seconds, job_id=job_id)
+        if job is None:
+            log.info("job %s is not queued any more; message dropped", job_id)
+            return "skipped"
+        state = execute_job(self.store, job_id, self.worker_id, settings)
+        return state.value if state is not None else "lost"
+
+    def start(self, dispatch: Callable[[str], None]) -> None:
+        configure_threads(self.settings.torch_threads, self.settings.torch_interop_threads)
+        self._sweeper = LeaseSweeper(
+            self.store,
+            max_attempts=self.settings.job_max_attempts,
+            interval_s=self.settings.job_sweep_interval_s,
+            on_requeued=dispatch,
+        )
+        try:
+            self._sweeper.sweep()
+        except SQLAlchemyError as exc:
+            log.warning("start-up lease sweep failed (will retry): %s", exc)
+        self._sweeper.start()
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+
+
+def start_worker(settings: Settings) -> None:
+    """Run a worker in this process until it is stopped (blocks)."""
+    app = create_celery_app(settings)
+    app.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "--prefetch-multiplier=1",
+            f"--queues={QUEUE}",
+            f"--hostname=atelier-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel=INFO",
+        ]
+    )
+
+
+@lru_cache(maxsize=1)
+def _default_app() -> Celery:
+    return create_celery_app(get_settings())
+
+
+def __getattr__(name: str) -> Celery:
+    """`celery -A app.jobs.runners.celery_worker ...` (inspect, purge, worker) finds the app
+    here, built from the ATELIER_* settings on first use rather than at import."""
+    if name in ("app", "celery"):
+        return _default_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def main() -> None:
+    settings = get_settings()
+    if not settings.broker_url:
+        print("error: no broker configured; set ATELIER_BROKER_URL", file=sys.stderr)
+        raise SystemExit(2)
+    start_worker(settings)
+
+
+if __name__ == "__main__":
+    main()

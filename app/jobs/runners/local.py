@@ -1,0 +1,78 @@
+"""The embedded worker: a thread of the API process that runs queued jobs one at a time.
+
+One thread per process, because a Gatys run already uses every core (or the whole GPU); a second
+concurrent job would only make both slower. On shutdown the running job is handed back to the
+queue, so it starts again when the service does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.config import Settings
+from app.jobs.execute import BackboneCache, execute_job
+from app.jobs.lease import make_worker_id
+from app.jobs.store import JobStore
+
+log = logging.getLogger("atelier.jobs.local")
+
+STOP_TIMEOUT_S = 30.0  # one engine evaluation at the largest size, with room to spare
+
+
+class LocalRunner:
+    def __init__(
+        self, store: JobStore, settings: Settings, *, backbones: BackboneCache | None = None
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.backbones = backbones
+        self.worker_id = make_worker_id("local")
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """A job was queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=STOP_TIMEOUT_S)
+            if self._thread.is_alive():
+                log.warning(
+                    "job runner still busy after %.0f s; its lease will lapse", STOP_TIMEOUT_S
+                )
+
+    def _loop(self) -> None:
+        settings = self.settings
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                job = self.store.claim(self.worker_id, settings.job_lease_seconds)
+            except SQLAlchemyError as exc:
+                log.warning("cannot claim jobs (will retry): %s", exc)
+                job = None
+            if job is None:
+                self._wake.wait(settings.job_poll_interval_s)
+                continue
+            try:
+                execute_job(
+                    self.store,
+                    job.id,
+                    self.worker_id,
+                    settings,
+                    stop=self._stop,
+                    backbones=self.backbones,
+                )
+            except Exception:
+                # The lease lapses and the sweeper requeues the job; the runner must live on.
+                log.exception("job %s: runner error", job.id)

@@ -1,0 +1,62 @@
+"""The job side of an API process: the store, how new jobs reach a runner, and the sweeper.
+
+One object per deployment shape: with a broker, new and requeued jobs are announced to Celery
+workers; without one (or with `embedded_worker` on) a thread of this process runs them. Either
+way this process sweeps expired leases, so a job never stays `running` after its worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.config import Settings
+from app.jobs.runners.celery_worker import QUEUE, RUN_JOB, create_celery_app
+from app.jobs.runners.local import LocalRunner
+from app.jobs.store import JobStore
+from app.jobs.sweeper import LeaseSweeper
+
+log = logging.getLogger("atelier.jobs")
+
+
+class JobsRuntime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = JobStore(settings.job_database_url)
+        self.celery = create_celery_app(settings) if settings.broker_url else None
+        self.runner = LocalRunner(self.store, settings) if settings.runs_embedded_worker else None
+        self.sweeper = LeaseSweeper(
+            self.store,
+            max_attempts=settings.job_max_attempts,
+            interval_s=settings.job_sweep_interval_s,
+            on_requeued=self.announce,
+        )
+
+    def start(self) -> None:
+        """Create tables and settle jobs a dead process left running, then start the threads.
+
+        A database that is down now must not stop the API from serving instant predictions:
+        job routes answer 503 and the threads retry until it is back.
+        """
+        try:
+            self.store.create_schema()
+            self.sweeper.sweep()
+        except SQLAlchemyError as exc:
+            log.error("job database unavailable at start-up (will retry): %s", exc)
+        if self.runner is not None:
+            self.runner.start()
+        self.sweeper.start()
+
+    def announce(self, job_id: str) -> None:
+        """Tell the runners a job is queued; raises when the broker cannot take the message."""
+        if self.celery is not None:
+            self.celery.send_task(RUN_JOB, args=[job_id], queue=QUEUE)
+        if self.runner is not None:
+            self.runner.wake()
+
+    def stop(self) -> None:
+        self.sweeper.stop()
+        if self.runner is not None:
+            self.runner.stop()
+        self.store.dispose()

@@ -1,0 +1,512 @@
+"""JobStore: every job state change, as one conditional UPDATE each.
+
+Every transition names the state (and, for worker-side writes, the lease owner) it expects in its
+WHERE clause, so two writers can never both win: a second claimer, a worker whose lease was taken
+away, or a sweeper racing a heartbeat simply changes zero rows and is told so (False / None).
+That makes the same code correct on SQLite (single writer) and PostgreSQL (where claims also use
+SELECT ... FOR UPDATE SKIP LOCKED so concurrent claimers skip each other's candidates).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import Update
+
+from app.jobs.models import Base, BlobKind, Job, JobBlob, JobState
+
+PNG = "image/png"
+MAX_CLAIM_RACES = 10  # candidates lost to other claimers before giving up until the next poll
+
+
+class JobNotFound(LookupError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What the API hands the store: validated options and normalised input images (PNG)."""
+
+    options: dict[str, Any]
+    backbone: str
+    total: int
+    content: bytes
+    styles: list[bytes]
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    iteration: int
+    total: int
+    content_loss: float | None
+    style_loss: float | None
+    tv_loss: float | None
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    content: bytes
+    styles: list[bytes]
+
+
+@dataclass(frozen=True)
+class JobPage:
+    items: list[Job]
+    total: int
+
+
+@dataclass(frozen=True)
+class LeaseOutcome:
+    """What a sweep did to a job whose lease lapsed."""
+
+    job_id: str
+    state: JobState
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_job_engine(url: str) -> Engine:
+    """An engine tuned for job traffic: WAL and a busy timeout on SQLite, liveness checks on
+    server databases (a worker may idle for hours between jobs)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = 5
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    # WAL lets the API read progress while a worker thread writes it.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class JobStore:
+    """Job rows and blobs behind one SQLAlchemy engine; safe to share between threads.
+
+    Returned `Job` objects are detached snapshots: read them freely, never write to them.
+    """
+
+    def __init__(self, url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = create_job_engine(url)
+        self.clock = clock
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._schema_ready = False
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def create_schema(self) -> None:
+        """Create missing tables; several processes may race here, so a lost race is retried."""
+        if self._schema_ready:
+            return
+        database = self.engine.url.database
+        if self.engine.dialect.name == "sqlite" and database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Base.metadata.create_all(self.engine)
+        except (IntegrityError, ProgrammingError):
+            Base.metadata.create_all(self.engine)
+        self._schema_ready = True
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions() as session:
+            yield session
+
+    # --- API side -----------------------------------------------------------------------------
+
+    def create(self, new: NewJob) -> Job:
+        job = Job(
+            id=uuid.uuid4().hex,
+            owner=new.owner,
+            state=JobState.queued,
+            options=new.options,
+            backbone=new.backbone,
+            style_count=len(new.styles),
+            iteration=0,
+            total=new.total,
+            has_preview=False,
+            attempts=0,
+            cancel_requested=False,
+            created_at=self.clock(),
+        )
+        inputs = [(BlobKind.content, 0, new.content)]
+        inputs += [(BlobKind.style, index, data) for index, data in enumerate(new.styles)]
+        with self._session() as session:
+            session.add(job)
+            session.flush()  # the row must exist before blobs reference it
+            session.add_all(
+                JobBlob(job_id=job.id, kind=kind, position=position, data=data, media_type=PNG)
+                for kind, position, data in inputs
+            )
+            session.commit()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        with self._session() as session:
+            job = session.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        owner: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> JobPage:
+        """Newest first."""
+        conditions = []
+        if state is not None:
+            conditions.append(Job.state == state)
+        if owner is not None:
+            conditions.append(Job.owner == owner)
+        with self._session() as session:
+            total = session.scalar(select(func.count()).select_from(Job).where(*conditions)) or 0
+            items = session.scalars(
+                select(Job)
+                .where(*conditions)
+                .order_by(Job.created_at.desc(), Job.id.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return JobPage(items=list(items), total=total)
+
+    def count_pending(self, owner: str) -> int:
+        """Queued plus running jobs of one client: what the per-client limit counts."""
+        with self._session() as session:
+            query = (
+                select(func.count())
+                .select_from(Job)
+                .where(Job.owner == owner, Job.state.in_([JobState.queued, JobState.running]))
+            )
+            return session.scalar(query) or 0
+
+    def request_cancel(self, job_id: str) -> Job:
+        """Cancel a queued job at once, flag a running one for its worker; finished jobs and
+        repeated calls are left as they are (idempotent)."""
+        now = self.clock()
+        with self._session() as session:
+            cancelled = self._rowcount(
+                session,
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.queued)
+                .values(state=JobState.cancelled, cancel_requested=True, finished_at=now),
+            )
+            if not cancelled:
+                self._rowcount(
+                    session,
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == JobState.running)
+                    .values(cancel_requested=True),
+                )
+            session.commit()
+        return self.get(job_id)
+
+    def fail_unstarted(self, job_id: str, reason: str) -> bool:
+        """A queued job that can never run (e.g. the broker refused it)."""
+        with self._session() as session:
+            changed = self._rowcount(
+                session,
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.queued)
+                .values(state=JobState.failed, error=reason, finished_at=self.clock()),
+            )
+            session.commit()
+        return changed
+
+    def inputs(self, job_id: str) -> JobInputs:
+        with self._session() as session:
+            rows = session.execute(
+                select(JobBlob.kind, JobBlob.data)
+                .where(
+                    JobBlob.job_id == job_id,
+                    JobBlob.kind.in_([BlobKind.content, BlobKind.style]),
+                )
+                .order_by(JobBlob.kind, JobBlob.position)
+            ).all()
+        content = [data for kind, data in rows if kind == BlobKind.content]
+        if not content:
+            raise JobNotFound(job_id)
+        return JobInputs(
+            content=content[0], styles=[data for kind, data in rows if kind == BlobKind.style]
+        )
+
+    def blob(self, job_id: str, kind: BlobKind) -> bytes | None:
+        with self._session() as session:
+            return session.scalar(
+                select(JobBlob.data).where(JobBlob.job_id == job_id, JobBlob.kind == kind)
+            )
+
+    # --- worker side --------------------------------------------------------------------------
+
+    def claim(
+        self, worker_id: str, lease_seconds: float, *, job_id: str | None = None
+    ) -> Job | None:
+        """Take the oldest queued job (or exactly `job_id`) for `worker_id`, or None."""
+        for _ in range(MAX_CLAIM_RACES):
+            with self._session() as session:
+                query = select(Job.id).where(Job.state == JobState.queued)
+                if job_id is not None:
+                    query = query.where(Job.id == job_id)
+                query = query.order_by(Job.created_at, Job.id).limit(1)
+                # Rendered on PostgreSQL only; the conditional UPDATE below is what guarantees
+                # exclusivity everywhere.
+                query = query.with_for_update(skip_locked=True)
+                candidate = session.scalar(query)
+                if candidate is None:
+                    return None
+                now = self.clock()
+                won = self._rowcount(
+                    session,
+                    update(Job)
+                    .where(Job.id == candidate, Job.state == JobState.queued)
+                    .values(
+                        state=JobState.running,
+                        lease_owner=worker_id,
+                        lease_expires=now + timedelta(seconds=lease_seconds),
+                        attempts=Job.attempts + 1,
+                        started_at=now,
+                    ),
+                )
+                session.commit()
+            if won:
+                return self.get(candidate)
+            if job_id is not None:
+                return None
+        return None
+
+    def mark_started(self, job_id: str, worker_id: str, *, backbone: str, device: str) -> bool:
+        return self._update_owned(job_id, worker_id, backbone=backbone, device=device)
+
+    def renew_lease(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
+        """Extend the lease; False means it was lost (swept, or the job ended) and the worker
+        must stop without writing anything else."""
+        expires = self.clock() + timedelta(seconds=lease_seconds)
+        return self._update_owned(job_id, worker_id, lease_expires=expires)
+
+    def update_progress(self, job_id: str, worker_id: str, progress: ProgressUpdate) -> bool:
+        return self._update_owned(
+            job_id,
+            worker_id,
+            iteration=progress.iteration,
+            total=progress.total,
+            content_loss=progress.content_loss,
+            style_loss=progress.style_loss,
+            tv_loss=progress.tv_loss,
+            eta_s=progress.eta_s,
+        )
+
+    def should_stop(self, job_id: str, worker_id: str) -> bool:
+        """True when a cancel was requested or this worker no longer holds the job."""
+        with self._session() as session:
+            row = session.execute(
+                select(Job.state, Job.lease_owner, Job.cancel_requested).where(Job.id == job_id)
+            ).first()
+        if row is None:
+            return True
+        state, owner, cancel = row
+        return bool(cancel) or state != JobState.running or owner != worker_id
+
+    def save_preview(self, job_id: str, worker_id: str, jpeg: bytes) -> bool:
+        with self._session() as session:
+            if not self._rowcount(session, self._owned(job_id, worker_id).values(has_preview=True)):
+                return False
+            self._replace_blob(session, job_id, BlobKind.preview, jpeg, "image/jpeg")
+            session.commit()
+        return True
+
+    def finish(
+        self, job_id: str, worker_id: str, png: bytes, timings: dict[str, float] | None = None
+    ) -> bool:
+        """Succeed with the result image; the row and blob change in one transaction."""
+        with self._session() as session:
+            changed = self._rowcount(
+                session,
+                self._owned(job_id, worker_id).values(
+                    **self._ending(JobState.succeeded, timings), eta_s=0.0
+                ),
+            )
+            if not changed:
+                return False
+            self._replace_blob(session, job_id, BlobKind.result, png, PNG)
+            session.commit()
+        return True
+
+    def fail(
+        self,
+        job_id: str,
+        worker_id: str,
+        reason: str,
+        timings: dict[str, float] | None = None,
+    ) -> bool:
+        return self._update_owned(
+            job_id, worker_id, error=reason, **self._ending(JobState.failed, timings)
+        )
+
+    def mark_cancelled(
+        self, job_id: str, worker_id: str, timings: dict[str, float] | None = None
+    ) -> bool:
+        return self._update_owned(job_id, worker_id, **self._ending(JobState.cancelled, timings))
+
+    def release(self, job_id: str, worker_id: str) -> bool:
+        """Hand a running job back to the queue (graceful shutdown); the attempt is not counted
+        because the job did nothing wrong."""
+        with self._session() as session:
+            changed = self._rowcount(
+                session,
+                self._owned(job_id, worker_id).values(
+                    attempts=Job.attempts - 1, **self._requeued()
+                ),
+            )
+            if changed:
+                self._drop_blob(session, job_id, BlobKind.preview)
+            session.commit()
+        return changed
+
+    # --- sweeping -----------------------------------------------------------------------------
+
+    def requeue_expired(self, max_attempts: int) -> list[LeaseOutcome]:
+        """Deal with running jobs whose worker stopped renewing: requeue them, or fail them once
+        they have used `max_attempts` runs, or cancel them if a cancel was already asked for."""
+        now = self.clock()
+        with self._session() as session:
+            expired = session.execute(
+                select(Job.id, Job.attempts, Job.cancel_requested, Job.lease_owner).where(
+                    Job.state == JobState.running, Job.lease_expires < now
+                )
+            ).all()
+        outcomes: list[LeaseOutcome] = []
+        for job_id, attempts, cancel, owner in expired:
+            values: dict[str, Any]
+            if cancel:
+                state, values = JobState.cancelled, self._ending(JobState.cancelled, None)
+            elif attempts >= max_attempts:
+                state = JobState.failed
+                values = self._ending(JobState.failed, None)
+                values["error"] = (
+                    f"the worker running this job stopped responding (lease expired) on each of "
+                    f"{attempts} attempt(s); giving up after ATELIER_JOB_MAX_ATTEMPTS="
+                    f"{max_attempts} (last worker: {owner})"
+                )
+            else:
+                state, values = JobState.queued, self._requeued()
+            with self._session() as session:
+                changed = self._rowcount(
+                    session,
+                    update(Job)
+                    .where(
+                        Job.id == job_id,
+                        Job.state == JobState.running,
+                        Job.lease_owner == owner,
+                        Job.lease_expires < now,
+                    )
+                    .values(**values),
+                )
+                if changed and state is JobState.queued:
+                    self._drop_blob(session, job_id, BlobKind.preview)
+                session.commit()
+            if changed:
+                outcomes.append(LeaseOutcome(job_id=job_id, state=state))
+        return outcomes
+
+    def running_leases(self) -> list[tuple[str, str]]:
+        """(job id, lease owner) of every running job, for spotting owners known to be dead."""
+        with self._session() as session:
+            rows = session.execute(
+                select(Job.id, Job.lease_owner).where(Job.state == JobState.running)
+            ).all()
+        return [(job_id, owner) for job_id, owner in rows if owner]
+
+    def expire_lease(self, job_id: str, lease_owner: str) -> bool:
+        """End a lease now, for an owner known to be dead, so the next sweep need not wait."""
+        expired = self.clock() - timedelta(seconds=1)
+        return self._update_owned(job_id, lease_owner, lease_expires=expired)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _owned(self, job_id: str, worker_id: str) -> Update:
+        return update(Job).where(
+            Job.id == job_id, Job.state == JobState.running, Job.lease_owner == worker_id
+        )
+
+    def _update_owned(self, job_id: str, worker_id: str, **values: Any) -> bool:
+        with self._session() as session:
+            changed = self._rowcount(session, self._owned(job_id, worker_id).values(**values))
+            session.commit()
+        return changed
+
+    def _ending(self, state: JobState, timings: dict[str, float] | None) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "state": state,
+            "finished_at": self.clock(),
+            "lease_owner": None,
+            "lease_expires": None,
+        }
+        if timings is not None:
+            values["timings"] = timings
+        return values
+
+    @staticmethod
+    def _requeued() -> dict[str, Any]:
+        return {
+            "state": JobState.queued,
+            "lease_owner": None,
+            "lease_expires": None,
+            "started_at": None,
+            "iteration": 0,
+            "content_loss": None,
+            "style_loss": None,
+            "tv_loss": None,
+            "eta_s": None,
+            "has_preview": False,
+        }
+
+    @staticmethod
+    def _rowcount(session: Session, statement: Update) -> bool:
+        result = cast(
+            CursorResult[Any],
+            session.execute(statement, execution_options={"synchronize_session": False}),
+        )
+        return result.rowcount == 1
+
+    @staticmethod
+    def _replace_blob(
+        session: Session, job_id: str, kind: BlobKind, data: bytes, media_type: str
+    ) -> None:
+        JobStore._drop_blob(session, job_id, kind)
+        session.add(JobBlob(job_id=job_id, kind=kind, position=0, data=data, media_type=media_type))
+
+    @staticmethod
+    def _drop_blob(session: Session, job_id: str, kind: BlobKind) -> None:
+        session.execute(delete(JobBlob).where(JobBlob.job_id == job_id, JobBlob.kind == kind))
