@@ -6,6 +6,7 @@ and the README's configuration table can be checked against a single class.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -103,6 +104,13 @@ class Settings(BaseSettings):
         "longer than the longest job (the job row's lease, not this, detects dead workers).",
     )
 
+    job_retention_hours: float | None = Field(
+        168.0,
+        gt=0,
+        description="Finished jobs (rows, inputs, previews, results) are deleted this many hours "
+        "after they end; None = keep forever.",
+    )
+
     # Access, exposure and logs.
     api_keys: str = Field(
         "",
@@ -115,6 +123,11 @@ class Settings(BaseSettings):
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS.")
     log_level: str = Field("INFO", description="Root log level.")
     log_json: bool = Field(False, description="Log one JSON object per line.")
+
+    @property
+    def job_retention(self) -> timedelta | None:
+        hours = self.job_retention_hours
+        return None if hours is None else timedelta(hours=hours)
 
     @property
     def api_key_list(self) -> list[str]:

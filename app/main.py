@@ -37,10 +37,16 @@ Errors are `application/problem+json` with a machine-readable `code`.
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     service = Service(settings)
-    job_runtime = JobsRuntime(settings)
-    user_styles = UserStyleStore(job_runtime.store.engine)
     service_metrics = ServiceMetrics()
+    job_runtime = JobsRuntime(
+        settings,
+        on_job_finished=lambda state, seconds: service_metrics.job_duration.labels(
+            state.value
+        ).observe(seconds),
+    )
+    user_styles = UserStyleStore(job_runtime.store.engine)
     service_metrics.on_scrape(lambda: service_metrics.queue_depth.set(service.executor.in_flight))
+    service_metrics.on_scrape(lambda: _count_jobs(job_runtime, service_metrics))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,6 +92,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=service_metrics)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def _count_jobs(job_runtime: JobsRuntime, service_metrics: ServiceMetrics) -> None:
+    """Jobs by state for the gauge; a scrape must not fail when the database is down."""
+    try:
+        counts = job_runtime.store.count_by_state()
+    except SQLAlchemyError:
+        return
+    for state, count in counts.items():
+        service_metrics.jobs.labels(state.value).set(count)
 
 
 app = create_app()

@@ -49,10 +49,11 @@ class Service:
             return self.settings.default_style
         return "mosaic" if "mosaic" in self.catalog else DEFAULT_BUILTIN
 
-    def load(self) -> None:
-        """Load every network and warm it up; bad checkpoints are logged and skipped."""
+    def load(self, *, warmup: bool | None = None) -> None:
+        """Load every network and warm it up (unless `warmup` or the setting says not to); bad
+        checkpoints are logged and skipped."""
         try:
-            self._load()
+            self._load(self.settings.warmup if warmup is None else warmup)
         except Exception as exc:
             self.failed = f"model loading failed: {exc}"
             log.exception("model loading failed")
@@ -60,7 +61,7 @@ class Service:
         finally:
             self.ready.set()
 
-    def _load(self) -> None:
+    def _load(self, warmup: bool) -> None:
         settings = self.settings
         configure_threads(settings.torch_threads, settings.torch_interop_threads)
         device = select_device(settings.device)
@@ -81,14 +82,21 @@ class Service:
                 try:
                     runner.load_transformer(style)
                 except CheckpointError as exc:
-                    self.problems.append(str(exc))
-                    log.error("skipping style %s: %s", style.name, exc)
+                    self._skip(style.name, str(exc))
+                    continue
+                except Exception as exc:
+                    # E.g. an ONNX export that fails for an odd checkpoint: skip, never crash.
+                    self._skip(style.name, f"{style.checkpoint}: cannot be prepared ({exc})")
                     continue
                 self.catalog.add(style)
-        if settings.warmup:
+        if warmup:
             self._warm_up(runner)
         self.runner = runner
         log.info("loaded %d styles on %s", len(self.catalog), device)
+
+    def _skip(self, name: str, problem: str) -> None:
+        self.problems.append(problem)
+        log.error("skipping style %s: %s", name, problem)
 
     def _warm_up(self, runner: StyleRunner) -> None:
         """One small pass per engine so the first request does not pay allocator costs."""

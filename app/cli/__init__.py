@@ -50,8 +50,7 @@ def styles() -> None:
     from app.service import Service
 
     service = Service(get_settings())
-    service.settings.warmup = False
-    service.load()
+    service.load(warmup=False)
     default = service.default_style
     for style in service.catalog.all():
         marker = "*" if style.name == default else " "

@@ -49,8 +49,7 @@ def stylize_files(
         return 2
     settings = get_settings()
     service = Service(settings)
-    service.settings.warmup = False
-    service.load()
+    service.load(warmup=False)
     assert service.runner is not None
     try:
         choice = service.catalog.resolve(style or service.default_style)

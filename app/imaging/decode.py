@@ -71,6 +71,7 @@ def decode_image(
         )
     if min(width, height) < min_side:
         raise ImageRejected(f"image is {width}x{height}; each side needs {min_side} px or more")
+    orientation = _exif_orientation(image)
     try:
         if image.format == "JPEG" and max_size is not None and max(width, height) > max_size:
             _draft(image, max_size)
@@ -79,7 +80,10 @@ def decode_image(
         pixels = _to_rgb_array(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageRejected(f"the image is corrupt or truncated ({exc})") from exc
-    tw, th = target_size(pixels.shape[1], pixels.shape[0], max_size)
+    # The target comes from the declared size, not the draft-decoded one, which libjpeg rounds
+    # up: a JPEG and a PNG of the same picture give the same output size.
+    upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    tw, th = target_size(upright[0], upright[1], max_size)
     if (tw, th) != (pixels.shape[1], pixels.shape[0]):
         resized = Image.fromarray(pixels).resize((tw, th), Image.Resampling.LANCZOS)
         pixels = np.asarray(resized)
@@ -98,6 +102,14 @@ def _open(data: bytes) -> Image.Image:
         raise ImageRejected(f"the upload is not a supported image; send one of: {allowed}") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageRejected(f"the image header is unreadable ({exc})") from exc
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """EXIF Orientation (1 = upright; 5-8 swap width and height), 1 when absent or unreadable."""
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except (OSError, ValueError, TypeError, SyntaxError):
+        return 1
 
 
 def _draft(image: Image.Image, max_size: int) -> None:

@@ -20,9 +20,16 @@ from torch import nn
 OPSET = 17
 
 
+# Bump when a network's forward changes: the export cache key includes it with the weights.
+EXPORT_VERSION = 1
+
+
 def state_digest(module: nn.Module) -> str:
-    """Short hash of the weights, so a changed checkpoint never reuses a stale export."""
+    """Short hash of what an export depends on: weights, module type, torch, opset, our code."""
     digest = hashlib.sha256()
+    digest.update(
+        f"{type(module).__qualname__}|{torch.__version__}|{OPSET}|{EXPORT_VERSION}".encode()
+    )
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

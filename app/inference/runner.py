@@ -126,7 +126,7 @@ class StyleRunner:
     @torch.inference_mode()
     def stylize(self, pixels: np.ndarray, choice: StyleChoice) -> np.ndarray:
         """Run the network for `choice` on an HxWx3 uint8 array; same size out."""
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        x = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(self.device)
         x = x.permute(2, 0, 1).unsqueeze(0).float()
         x, h, w = pad_for_network(x)
         if isinstance(choice, MultiStyleBlend):

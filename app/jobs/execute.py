@@ -28,6 +28,7 @@ from app.jobs.lease import LeaseKeeper
 from app.jobs.models import Job, JobState
 from app.jobs.options import options_from_json
 from app.jobs.store import JobStore, ProgressUpdate
+from app.observability.logs import job_id_var
 
 log = logging.getLogger("atelier.jobs.execute")
 
@@ -75,8 +76,12 @@ def execute_job(
         log.info("job %s is %s under %s, not ours to run", job_id, job.state, job.lease_owner)
         return None
     execution = _Execution(store, job, worker_id, settings, stop or threading.Event())
-    with LeaseKeeper(store, job_id, worker_id, settings.job_lease_seconds) as lease:
-        return execution.run(backbones or BACKBONES, lease.lost)
+    token = job_id_var.set(job_id)
+    try:
+        with LeaseKeeper(store, job_id, worker_id, settings.job_lease_seconds) as lease:
+            return execution.run(backbones or BACKBONES, lease.lost)
+    finally:
+        job_id_var.reset(token)
 
 
 class _Execution:

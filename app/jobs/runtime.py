@@ -8,10 +8,12 @@ way this process sweeps expired leases, so a job never stays `running` after its
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
+from app.jobs.models import JobState
 from app.jobs.runners.celery_worker import QUEUE, RUN_JOB, create_celery_app
 from app.jobs.runners.local import LocalRunner
 from app.jobs.store import JobStore
@@ -21,16 +23,26 @@ log = logging.getLogger("atelier.jobs")
 
 
 class JobsRuntime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_job_finished: Callable[[JobState, float], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.store = JobStore(settings.job_database_url)
         self.celery = create_celery_app(settings) if settings.broker_url else None
-        self.runner = LocalRunner(self.store, settings) if settings.runs_embedded_worker else None
+        self.runner = (
+            LocalRunner(self.store, settings, on_finished=on_job_finished)
+            if settings.runs_embedded_worker
+            else None
+        )
         self.sweeper = LeaseSweeper(
             self.store,
             max_attempts=settings.job_max_attempts,
             interval_s=settings.job_sweep_interval_s,
             on_requeued=self.announce,
+            retention=settings.job_retention,
         )
 
     def start(self) -> None:

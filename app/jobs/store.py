@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Update
 
-from app.jobs.models import Base, BlobKind, Job, JobBlob, JobState
+from app.jobs.models import TERMINAL_STATES, Base, BlobKind, Job, JobBlob, JobState
 
 PNG = "image/png"
 MAX_CLAIM_RACES = 10  # candidates lost to other claimers before giving up until the next poll
@@ -395,6 +395,33 @@ class JobStore:
         return changed
 
     # --- sweeping -----------------------------------------------------------------------------
+
+    def purge_finished(self, older_than: timedelta) -> int:
+        """Delete jobs that ended more than `older_than` ago, with their blobs; returns how many.
+
+        Blobs are deleted explicitly (not only by ON DELETE CASCADE) so SQLite without the
+        foreign-keys pragma cannot leave orphans behind.
+        """
+        cutoff = self.clock() - older_than
+        finished = select(Job.id).where(
+            Job.state.in_([state.value for state in TERMINAL_STATES]),
+            Job.finished_at < cutoff,
+        )
+        with self._session() as session:
+            ids = list(session.scalars(finished))
+            if ids:
+                session.execute(delete(JobBlob).where(JobBlob.job_id.in_(ids)))
+                session.execute(delete(Job).where(Job.id.in_(ids)))
+                session.commit()
+        return len(ids)
+
+    def count_by_state(self) -> dict[JobState, int]:
+        """Jobs per state, for the metrics gauge."""
+        with self._session() as session:
+            rows = session.execute(select(Job.state, func.count()).group_by(Job.state))
+            counts = {state: 0 for state in JobState}
+            counts.update({JobState(state): count for state, count in rows})
+            return counts
 
     def requeue_expired(self, max_attempts: int) -> list[LeaseOutcome]:
         """Deal with running jobs whose worker stopped renewing: requeue them, or fail them once

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,7 +22,8 @@ log = logging.getLogger("atelier.jobs.sweeper")
 
 class LeaseSweeper:
     """Periodically requeues (or fails, after `max_attempts`) jobs whose lease lapsed; calls
-    `on_requeued(job_id)` for each job put back in the queue so a runner picks it up."""
+    `on_requeued(job_id)` for each job put back in the queue so a runner picks it up. With a
+    `retention`, it also deletes finished jobs (and their images) older than that."""
 
     def __init__(
         self,
@@ -30,8 +32,10 @@ class LeaseSweeper:
         max_attempts: int,
         interval_s: float,
         on_requeued: Callable[[str], None],
+        retention: timedelta | None = None,
     ) -> None:
         self.store = store
+        self.retention = retention
         self.max_attempts = max_attempts
         self.interval_s = interval_s
         self.on_requeued = on_requeued
@@ -52,6 +56,10 @@ class LeaseSweeper:
                     self.on_requeued(outcome.job_id)
                 except Exception:
                     log.exception("could not re-dispatch job %s", outcome.job_id)
+        if self.retention is not None:
+            purged = self.store.purge_finished(self.retention)
+            if purged:
+                log.info("removed %d finished jobs older than %s", purged, self.retention)
         return outcomes
 
     def start(self) -> None:

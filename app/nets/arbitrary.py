@@ -63,23 +63,47 @@ class ActQuant(nn.Module):
 
     `qparams` holds (scale, zero point, qmin, qmax) as float32, qmin/qmax being the zero point
     dtype's range ([-128, 127] for int8, [0, 255] for uint8); NaN until a converted state is
-    loaded. Division, not a multiply by 1/scale, so ties round exactly as onnxruntime does.
-    Inference only: the rounding has no useful gradient.
+    loaded. The output is clamp(round(x / scale), qmin - zero, qmax - zero) * scale: a true
+    division by a tensor on x's device (CUDA turns a division by a Python number into a multiply
+    by its reciprocal, which rounds some ties differently from onnxruntime) and round half to
+    even, as QuantizeLinear. The clamp bounds and the scale for the multiply are cached as Python
+    numbers, refreshed on enabling and on every state-dict load. Inference only.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("qparams", torch.full((4,), math.nan))
         self.enabled = False
+        self._scale = self._qmin = self._qmax = math.nan
+        self.register_load_state_dict_post_hook(_refresh_after_load)
+
+    def set_enabled(self, on: bool) -> None:
+        self.enabled = bool(on)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if not self.enabled:
+            return
+        scale, zero, qmin, qmax = self.qparams.tolist()
+        if not all(map(math.isfinite, (scale, zero, qmin, qmax))) or scale <= 0:
+            self.enabled = False
+            raise ValueError(
+                "int8 emulation needs the activation quantization parameters (*.qparams) from "
+                "app.weights.arbitrary_import; this state has none"
+            )
+        self._scale, self._qmin, self._qmax = scale, qmin - zero, qmax - zero
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
-        scale, zero, qmin, qmax = self.qparams  # 0-d tensors: no device sync
-        y = x / scale
-        y.round_()  # half to even, as QuantizeLinear
-        y.clamp_(qmin - zero, qmax - zero)
-        return y.mul_(scale)
+        y = x / self.qparams[0]
+        y.round_()
+        y.clamp_(self._qmin, self._qmax)
+        return y.mul_(self._scale)
+
+
+def _refresh_after_load(module: ActQuant, _: object) -> None:
+    module._refresh()  # a module-level function, so nets holding the hook still pickle
 
 
 class _Int8Emulation(nn.Module):
@@ -96,13 +120,14 @@ class _Int8Emulation(nn.Module):
     @emulate_int8.setter
     def emulate_int8(self, on: bool) -> None:
         quants = [m for m in self.modules() if isinstance(m, ActQuant)]
-        if on and not all(bool(torch.isfinite(q.qparams).all()) for q in quants):
-            raise ValueError(
-                "int8 emulation needs the activation quantization parameters (*.qparams) from "
-                "app.weights.arbitrary_import; this state has none"
-            )
-        for q in quants:
-            q.enabled = bool(on)
+        try:
+            for q in quants:
+                q.set_enabled(on)
+        except ValueError:
+            for q in quants:
+                q.set_enabled(False)
+            self._emulate_int8 = False
+            raise
         self._emulate_int8 = bool(on)
 
 

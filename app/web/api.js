@@ -3,6 +3,9 @@
 
 const BUSY_RETRIES = 3;
 const MAX_RETRY_WAIT_MS = 5000;
+const API_KEY_STORAGE = "atelier.apiKey";
+
+export const API_KEY_CHANGED = "atelier:api-key-changed";
 
 export class ApiError extends Error {
   constructor(message, { status = 0, code = "network_error" } = {}) {
@@ -23,6 +26,20 @@ export async function request(url, options = {}, retries = BUSY_RETRIES) {
     throw await problemError(response);
   }
   return response;
+}
+
+// Only needed when the service is configured with API keys; kept in this browser only.
+export function apiKey() {
+  return localStorage.getItem(API_KEY_STORAGE) ?? "";
+}
+
+export function setApiKey(key) {
+  if (key) {
+    localStorage.setItem(API_KEY_STORAGE, key);
+  } else {
+    localStorage.removeItem(API_KEY_STORAGE);
+  }
+  window.dispatchEvent(new Event(API_KEY_CHANGED));
 }
 
 export async function getJson(url, options = {}) {
@@ -65,8 +82,12 @@ export async function loadCapabilities() {
 }
 
 async function send(url, options) {
+  const headers = new Headers(options.headers);
+  if (apiKey()) {
+    headers.set("X-API-Key", apiKey());
+  }
   try {
-    return await fetch(url, options);
+    return await fetch(url, { ...options, headers });
   } catch (error) {
     if (isAbort(error)) {
       throw error;
@@ -85,8 +106,9 @@ async function problemError(response) {
   const status = response.status;
   try {
     const problem = await response.json();
-    const message = problem.detail || problem.title || `The server answered ${status}.`;
-    return new ApiError(sentence(message), { status, code: problem.code ?? "http_error" });
+    const message = sentence(problem.detail || problem.title || `The server answered ${status}`);
+    const hint = status === 401 ? " Enter a valid key under “API key” at the top of the page." : "";
+    return new ApiError(message + hint, { status, code: problem.code ?? "http_error" });
   } catch {
     return new ApiError(`The server answered ${status} ${response.statusText}.`.replace(" .", "."), {
       status,

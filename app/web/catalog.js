@@ -27,7 +27,15 @@ export class Catalog {
   }
 
   async load(selected = this.selected()) {
-    const catalog = await getJson("/model/styles");
+    let catalog;
+    try {
+      catalog = await getJson("/model/styles");
+    } catch (error) {
+      if (this.#styles.length === 0) {
+        this.#showPlaceholder("The style catalog could not be loaded.");
+      }
+      throw error;
+    }
     this.#styles = catalog.styles;
     this.#render(selected ?? catalog.default);
   }
@@ -75,6 +83,14 @@ export class Catalog {
     }
     this.#grid.setAttribute("aria-busy", "false");
     this.#check(selected);
+  }
+
+  #showPlaceholder(text) {
+    const placeholder = document.createElement("p");
+    placeholder.className = "muted";
+    placeholder.textContent = text;
+    this.#grid.replaceChildren(placeholder);
+    this.#grid.setAttribute("aria-busy", "false");
   }
 
   #check(name) {

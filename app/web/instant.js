@@ -1,7 +1,7 @@
 // The instant panel: photo + style + controls -> POST /model/predict, shown as a before/after
 // comparison with a download link; a dropped painting can be used directly or saved as a style.
 
-import { isAbort, request } from "./api.js";
+import { API_KEY_CHANGED, isAbort, request } from "./api.js";
 import { Catalog, PAINTING } from "./catalog.js";
 import {
   byId,
@@ -78,7 +78,19 @@ class InstantStudio {
       event.preventDefault();
       this.#saveStyle();
     });
-    this.#catalog.load().catch((error) => showError(this.#el.error, error));
+    window.addEventListener(API_KEY_CHANGED, () => this.#reloadCatalog());
+    this.#reloadCatalog();
+  }
+
+  async #reloadCatalog() {
+    try {
+      await this.#catalog.load();
+      clearError(this.#el.error);
+    } catch (error) {
+      showError(this.#el.error, error);
+      return;
+    }
+    await this.#stylizeIfReady();
   }
 
   // ---- inputs ------------------------------------------------------------------------------

@@ -1,12 +1,19 @@
 // Entry point of the studio page: find out what this server offers, then wire up both panels.
 
-import { loadCapabilities } from "./api.js";
+import { apiKey, loadCapabilities, setApiKey } from "./api.js";
 import { initInstant } from "./instant.js";
 import { initJobs } from "./jobs.js";
-import { preventStrayDrops } from "./ui.js";
+import { byId, preventStrayDrops } from "./ui.js";
+
+function setupApiKey() {
+  const input = byId("api-key");
+  input.value = apiKey();
+  input.addEventListener("change", () => setApiKey(input.value.trim()));
+}
 
 async function main() {
   preventStrayDrops();
+  setupApiKey();
   const capabilities = await loadCapabilities();
   document.documentElement.dataset.capabilities = Object.keys(capabilities)
     .filter((name) => capabilities[name])

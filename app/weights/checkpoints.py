@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
@@ -24,7 +23,9 @@ def load_transformer_net(path: Path) -> TransformerNet:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
+    except Exception as exc:
+        # torch's weights-only unpickler and safetensors raise many types on garbage input
+        # (UnpicklingError, IndexError, struct.error, SafetensorError...): all mean "unreadable".
         raise CheckpointError(f"{path.name}: not a readable weights file ({exc})") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path.name}: expected a state dict, found {type(state).__name__}")

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.jobs.execute import BackboneCache, execute_job
 from app.jobs.lease import make_worker_id
+from app.jobs.models import JobState
 from app.jobs.store import JobStore
 
 log = logging.getLogger("atelier.jobs.local")
@@ -24,11 +27,17 @@ STOP_TIMEOUT_S = 30.0  # one engine evaluation at the largest size, with room to
 
 class LocalRunner:
     def __init__(
-        self, store: JobStore, settings: Settings, *, backbones: BackboneCache | None = None
+        self,
+        store: JobStore,
+        settings: Settings,
+        *,
+        backbones: BackboneCache | None = None,
+        on_finished: Callable[[JobState, float], None] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.backbones = backbones
+        self.on_finished = on_finished
         self.worker_id = make_worker_id("local")
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -64,8 +73,9 @@ class LocalRunner:
             if job is None:
                 self._wake.wait(settings.job_poll_interval_s)
                 continue
+            started = time.monotonic()
             try:
-                execute_job(
+                state = execute_job(
                     self.store,
                     job.id,
                     self.worker_id,
@@ -73,6 +83,8 @@ class LocalRunner:
                     stop=self._stop,
                     backbones=self.backbones,
                 )
+                if state is not None and self.on_finished is not None:
+                    self.on_finished(state, time.monotonic() - started)
             except Exception:
                 # The lease lapses and the sweeper requeues the job; the runner must live on.
                 log.exception("job %s: runner error", job.id)

@@ -1,0 +1,293 @@
+"""/jobs over HTTP with the embedded worker: submit, poll, fetch, cancel, errors, restart."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.config import Settings
+from app.jobs.store import JobStore
+from app.main import create_app
+
+LONG_RUN = 1000  # iterations no test waits for: only cancellation ends such a job in time
+TINY = {"iterations": "6", "size": "64", "optimizer": "adam"}
+
+
+def png(width: int, height: int, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), xx * 0 + 90])
+    pixels = np.clip(base.transpose(1, 2, 0) + rng.normal(0, 30, (height, width, 3)), 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+CONTENT = png(80, 60, seed=1)
+STYLE = png(64, 64, seed=2)
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return image.size
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
+def job_settings(root: Path, cache_dir: Path, **overrides: Any) -> Settings:
+    """Settings in `root`, sharing the session's converted-weights cache (see tests/conftest)."""
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    if not (data / "cache").exists():
+        (data / "cache").symlink_to(cache_dir, target_is_directory=True)
+    values: dict[str, Any] = {
+        "data_dir": data,
+        "models_dir": root / "models",
+        "warmup": False,
+        # Explicit, so ATELIER_* variables of the environment cannot redirect these tests.
+        "database_url": None,
+        "broker_url": None,
+        "embedded_worker": None,
+        "job_backbone": "efficientnet-lite0",
+        "job_lease_seconds": 5.0,
+        "job_sweep_interval_s": 0.5,
+        "job_poll_interval_s": 0.2,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@contextmanager
+def running(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def make_client(tmp_path: Path, cache_dir: Path) -> Callable[..., Any]:
+    """`with make_client(**settings) as client`: an app on this test's data dir."""
+    return lambda **overrides: running(job_settings(tmp_path, cache_dir, **overrides))
+
+
+@pytest.fixture
+def client(make_client) -> Iterator[TestClient]:
+    with make_client() as client:
+        yield client
+
+
+@pytest.fixture
+def idle_client(make_client) -> Iterator[TestClient]:
+    """No worker: submitted jobs stay queued, so tests can look at them unhurried."""
+    with make_client(embedded_worker=False, job_max_queued_per_client=3) as client:
+        yield client
+
+
+def submit(
+    client: TestClient,
+    *,
+    content: bytes = CONTENT,
+    styles: tuple[bytes, ...] = (STYLE,),
+    headers: dict[str, str] | None = None,
+    **fields: str,
+) -> httpx.Response:
+    files = [("content", ("photo.png", content, "image/png"))]
+    files += [("style", (f"style{i}.png", data, "image/png")) for i, data in enumerate(styles)]
+    return client.post("/jobs", files=files, data={**TINY, **fields}, headers=headers or {})
+
+
+def poll_state(client: TestClient, job_id: str, states: set[str], timeout: float) -> dict:
+    def reached() -> dict | None:
+        body = client.get(f"/jobs/{job_id}").json()
+        return body if body["state"] in states else None
+
+    return wait_for(reached, timeout, f"job {job_id} to reach {sorted(states)}")
+
+
+def problem(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == code, body
+    return body
+
+
+def test_submit_poll_and_fetch_the_result(client: TestClient) -> None:
+    response = submit(client, preview_every="3", seed="7", style_weights="1")
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/jobs/{job['id']}"
+    assert job["state"] in ("queued", "running")
+    assert job["options"]["iterations"] == 6 and job["options"]["seed"] == 7
+    assert job["progress"]["total"] == 6 and job["style_images"] == 1
+
+    done = poll_state(client, job["id"], {"succeeded", "failed"}, timeout=120)
+    assert done["state"] == "succeeded", done["error"]
+    progress = done["progress"]
+    assert (progress["iteration"], progress["percent"]) == (6, 100.0)
+    assert progress["style_loss"] is not None and progress["eta_s"] == 0.0
+    assert (done["backbone"], done["device"], done["attempts"]) == ("efficientnet-lite0", "cpu", 1)
+    assert set(done["timings"]) >= {"queued_s", "load_s", "optimize_s", "total_s"}
+
+    result = client.get(f"/jobs/{job['id']}/result", params={"format": "png"})
+    assert result.status_code == 200 and result.headers["content-type"] == "image/png"
+    assert image_size(result.content) == (64, 48)  # 80x60 content, long side 64
+    assert result.headers["x-image-size"] == "64x48"
+    webp = client.get(f"/jobs/{job['id']}/result", params={"format": "webp"})
+    assert webp.headers["content-type"] == "image/webp" and image_size(webp.content) == (64, 48)
+    assert client.get(f"/jobs/{job['id']}/result").headers["content-type"] == "image/jpeg"
+    preview = client.get(f"/jobs/{job['id']}/preview")
+    assert preview.status_code == 200 and image_size(preview.content) == (64, 48)
+
+    listed = client.get("/jobs", params={"state": "succeeded"}).json()
+    assert [item["id"] for item in listed["items"]] == [job["id"]] and listed["total"] == 1
+    assert client.get("/jobs", params={"state": "queued"}).json()["total"] == 0
+
+
+def test_cancel_a_running_job(client: TestClient) -> None:
+    job = submit(client, iterations=str(LONG_RUN)).json()
+    wait_for(
+        lambda: client.get(f"/jobs/{job['id']}").json()["progress"]["iteration"] >= 1,
+        timeout=120,
+        what="the job to start running",
+    )
+
+    response = client.delete(f"/jobs/{job['id']}")
+    assert response.status_code == 200
+    assert response.json()["cancel_requested"] is True
+
+    cancelled = poll_state(client, job["id"], {"cancelled", "succeeded", "failed"}, timeout=30)
+    assert cancelled["state"] == "cancelled"
+    assert cancelled["progress"]["iteration"] < LONG_RUN
+    assert client.delete(f"/jobs/{job['id']}").json()["state"] == "cancelled"
+    problem(client.get(f"/jobs/{job['id']}/result"), 409, "job_not_succeeded")
+
+
+def test_cancel_a_queued_job_is_immediate_and_idempotent(idle_client: TestClient) -> None:
+    job = submit(idle_client, preview_every="2").json()
+    assert job["state"] == "queued"
+    problem(idle_client.get(f"/jobs/{job['id']}/result"), 409, "job_not_succeeded")
+    problem(idle_client.get(f"/jobs/{job['id']}/preview"), 409, "preview_not_ready")
+
+    first = idle_client.delete(f"/jobs/{job['id']}")
+    second = idle_client.delete(f"/jobs/{job['id']}")
+    assert first.status_code == second.status_code == 200
+    assert first.json()["state"] == second.json()["state"] == "cancelled"
+    assert first.json()["finished_at"] == second.json()["finished_at"]
+    problem(idle_client.get(f"/jobs/{job['id']}/preview"), 404, "no_preview")
+
+
+@pytest.mark.parametrize(
+    ("fields", "styles", "status", "code", "mentions"),
+    [
+        ({"iterations": "5000"}, (STYLE,), 422, "invalid_parameter", "ATELIER_JOB_MAX_ITERATIONS"),
+        ({"size": "4096"}, (STYLE,), 422, "invalid_parameter", "size: 4096 exceeds"),
+        ({"iterations": "0"}, (STYLE,), 422, "invalid_parameter", "iterations"),
+        ({"optimizer": "sgd"}, (STYLE,), 422, "invalid_parameter", "optimizer"),
+        ({"style_scale": "9"}, (STYLE,), 422, "invalid_parameter", "style_scale"),
+        ({"size": "1024", "style_scale": "2"}, (STYLE,), 422, "invalid_parameter", "style_scale"),
+        ({"scales": "64,32"}, (STYLE,), 422, "invalid_parameter", "scales must be strictly"),
+        ({"scales": "32,big"}, (STYLE,), 422, "invalid_parameter", "scales: expected"),
+        ({"scales": "32,4096"}, (STYLE,), 422, "invalid_parameter", "scales: 4096 exceeds"),
+        ({"style_weights": "1,2"}, (STYLE,), 422, "invalid_parameter", "2 weights for 1"),
+        ({"content_weight": "-1"}, (STYLE,), 422, "invalid_parameter", "content_weight"),
+        ({}, (), 422, "invalid_parameter", "at least one style image"),
+        ({}, (STYLE,) * 5, 422, "invalid_parameter", "ATELIER_JOB_MAX_STYLE_IMAGES"),
+        ({"style_name": "starry-swirls"}, (), 422, "invalid_parameter", "no reference painting"),
+        ({"style_name": "starry-swirls"}, (STYLE,), 422, "invalid_parameter", "not both"),
+        ({"style_name": "no-such-style"}, (), 404, "unknown_style", "no-such-style"),
+        ({}, (b"GIF89a-but-not-really",), 400, "invalid_image", "style image 1:"),
+    ],
+)
+def test_rejected_submissions(
+    idle_client: TestClient,
+    fields: dict[str, str],
+    styles: tuple[bytes, ...],
+    status: int,
+    code: str,
+    mentions: str,
+) -> None:
+    body = problem(submit(idle_client, styles=styles, **fields), status, code)
+    assert mentions in body["detail"], body["detail"]
+    assert idle_client.get("/jobs").json()["total"] == 0
+
+
+def test_bad_content_image_is_400(idle_client: TestClient) -> None:
+    body = problem(submit(idle_client, content=b"not an image"), 400, "invalid_image")
+    assert body["detail"].startswith("content:")
+
+
+def test_unknown_job_ids_are_404(idle_client: TestClient) -> None:
+    missing = "0" * 32
+    for response in (
+        idle_client.get(f"/jobs/{missing}"),
+        idle_client.delete(f"/jobs/{missing}"),
+        idle_client.get(f"/jobs/{missing}/result"),
+        idle_client.get(f"/jobs/{missing}/preview"),
+    ):
+        problem(response, 404, "job_not_found")
+    problem(idle_client.get("/jobs", params={"state": "paused"}), 422, "invalid_parameter")
+    problem(idle_client.get("/jobs", params={"limit": "1000"}), 422, "invalid_parameter")
+
+
+def test_too_many_queued_jobs_per_client_is_429(idle_client: TestClient) -> None:
+    for _ in range(3):
+        assert submit(idle_client).status_code == 202
+    body = problem(submit(idle_client), 429, "too_many_jobs")
+    assert "ATELIER_JOB_MAX_QUEUED_PER_CLIENT" in body["detail"]
+    assert int(submit(idle_client).headers["retry-after"]) > 0
+    # A cancelled job frees a slot.
+    first = idle_client.get("/jobs", params={"limit": "1", "offset": "2"}).json()
+    assert first["total"] == 3
+    idle_client.delete(f"/jobs/{first['items'][0]['id']}")
+    assert submit(idle_client).status_code == 202
+
+
+def test_a_job_left_running_by_a_dead_process_finishes_after_restart(make_client) -> None:
+    with make_client(embedded_worker=False) as first:
+        job = submit(first).json()
+        store: JobStore = first.app.state.jobs.store
+        # What a process killed mid-job leaves behind: a running row whose lease has lapsed.
+        assert store.claim("gone-host:4242:local-dead", lease_seconds=-1.0) is not None
+        assert first.get(f"/jobs/{job['id']}").json()["state"] == "running"
+
+    with make_client() as second:
+        done = poll_state(second, job["id"], {"succeeded", "failed"}, timeout=120)
+        assert done["state"] == "succeeded", done["error"]
+        assert done["attempts"] == 2
+        result = second.get(f"/jobs/{job['id']}/result", params={"format": "png"})
+        assert image_size(result.content) == (64, 48)
+
+
+def test_unreachable_database_is_503_and_the_api_stays_up(make_client) -> None:
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:9/test"
+    with make_client(database_url=unreachable) as client:
+        problem(client.get("/jobs"), 503, "database_unavailable")
+        problem(submit(client), 503, "database_unavailable")
+        assert client.get("/health/live").status_code == 200
+
+
+def test_openapi_documents_the_job_routes(idle_client: TestClient) -> None:
+    paths = idle_client.get("/openapi.json").json()["paths"]
+    assert set(paths["/jobs"]) == {"get", "post"}
+    assert set(paths["/jobs/{job_id}"]) == {"get", "delete"}
+    assert "429" in paths["/jobs"]["post"]["responses"]
+    assert "409" in paths["/jobs/{job_id}/result"]["get"]["responses"]
+    assert "/jobs/{job_id}/preview" in paths

@@ -1,0 +1,173 @@
+"""Job fixtures: a JobStore on SQLite and on PostgreSQL, a controllable clock, small images.
+
+The PostgreSQL database `test` is shared with other suites, so every store gets its own schema
+(reached through `search_path` in the URL, so any process given the URL sees only it), dropped
+afterwards. Set ATELIER_TEST_POSTGRES_URL to point elsewhere.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from app.gatys.optimize import GatysOptions
+from app.jobs.options import options_to_json
+from app.jobs.store import JobStore, NewJob
+
+T = TypeVar("T")
+
+POSTGRES_CANDIDATES = (
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "postgresql+psycopg://root@127.0.0.1:5432/test",
+)
+
+
+@dataclass
+class FakeClock:
+    """A clock tests move by hand, so lease expiry needs no sleeping."""
+
+    now: datetime = field(default_factory=lambda: datetime(2030, 1, 1, tzinfo=UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def png_bytes(width: int, height: int, seed: int = 0) -> bytes:
+    """A textured RGB PNG (random noise over a gradient, so Gram matrices are not trivial)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), xx * 0 + 128])
+    pixels = np.clip(base.transpose(1, 2, 0) + rng.normal(0, 30, (height, width, 3)), 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def new_job(
+    *,
+    owner: str | None = "tester",
+    content: bytes | None = None,
+    styles: list[bytes] | None = None,
+    backbone: str = "efficientnet-lite0",
+    **options: object,
+) -> NewJob:
+    """A NewJob for a 64x48 content and one 64 px style, with tiny default options."""
+    values: dict[str, object] = {"iterations": 8, "size": 64, "optimizer": "adam", **options}
+    gatys = GatysOptions(**values)  # type: ignore[arg-type]
+    return NewJob(
+        options=options_to_json(gatys),
+        backbone=backbone,
+        total=gatys.iterations,
+        content=content if content is not None else png_bytes(64, 48, seed=1),
+        styles=styles if styles is not None else [png_bytes(64, 64, seed=2)],
+        owner=owner,
+    )
+
+
+def _reachable_postgres() -> str:
+    configured = os.environ.get("ATELIER_TEST_POSTGRES_URL")
+    errors = []
+    for url in [configured] if configured else POSTGRES_CANDIDATES:
+        engine = create_engine(url, connect_args={"connect_timeout": 5})
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("select 1"))
+            return url
+        except OperationalError as exc:
+            errors.append(f"{make_url(url).render_as_string(hide_password=True)}: {exc.orig}")
+        finally:
+            engine.dispose()
+    pytest.fail("PostgreSQL is required for the job tests but unreachable:\n" + "\n".join(errors))
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    return _reachable_postgres()
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_admin_url: str) -> Iterator[str]:
+    """A URL whose connections see only a fresh schema, dropped with everything in it after."""
+    schema = f"atelier_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_admin_url)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(postgres_admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    return request.getfixturevalue("postgres_schema_url")
+
+
+@pytest.fixture
+def store(store_url: str, clock: FakeClock) -> Iterator[JobStore]:
+    """A store with a clock the test controls, on each database."""
+    job_store = JobStore(store_url, clock=clock)
+    job_store.create_schema()
+    yield job_store
+    job_store.dispose()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[JobStore]:
+    """A store on the real clock, for tests that run the engine against it."""
+    job_store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    job_store.create_schema()
+    yield job_store
+    job_store.dispose()
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float, what: str, step: float = 0.05) -> T:
+    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+
+
+@pytest.fixture
+def helpers() -> type[Helpers]:
+    """Builders and a bounded poll loop, handed to tests as a fixture (conftest is not a module
+    tests should import)."""
+    return Helpers
+
+
+class Helpers:
+    png = staticmethod(png_bytes)
+    job = staticmethod(new_job)
+    wait_for = staticmethod(wait_for)
