@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from app.api.access import Client, require_client
@@ -22,6 +22,7 @@ from app.imaging.encode import MEDIA_TYPES, OutputFormat
 from app.inference.predict import PredictOptions, predict_bytes
 from app.inference.runner import StyleRunner
 from app.service import Service
+from app.styles.catalog import Engine, SingleStyle
 from app.styles.user_styles import UserStyleStore
 
 router = APIRouter(tags=["model"])
@@ -44,6 +45,7 @@ _IMAGE_RESPONSES = {
     responses={**_IMAGE_RESPONSES, **problem_responses(400, 401, 404, 413, 422, 429, 503)},
 )
 async def predict(
+    request: Request,
     image: Annotated[
         UploadFile, File(description="Photo to stylize (JPEG, PNG, WebP, GIF, TIFF, BMP).")
     ],
@@ -126,6 +128,9 @@ async def predict(
             min_side=settings.min_side,
         ),
     )
+    request.app.state.metrics.inference.labels(
+        _style_label(options), _engine_label(options), runner.engine_backend
+    ).observe(result.inference_ms / 1000.0)
     return Response(
         result.data,
         media_type=MEDIA_TYPES[format],
@@ -135,3 +140,20 @@ async def predict(
             "X-Inference-Ms": f"{result.inference_ms:.1f}",
         },
     )
+
+
+def _style_label(options: PredictOptions) -> str:
+    """Metric label: the style's name; paintings and blends share one label each."""
+    if options.style_images:
+        return "style-image"
+    if isinstance(options.choice, SingleStyle):
+        return options.choice.style.name
+    return "blend"
+
+
+def _engine_label(options: PredictOptions) -> str:
+    if options.style_images:
+        return Engine.arbitrary.value
+    if isinstance(options.choice, SingleStyle):
+        return options.choice.style.engine.value
+    return Engine.multistyle.value
