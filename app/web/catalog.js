@@ -26,7 +26,9 @@ export class Catalog {
     grid.addEventListener("change", () => onSelect(this.selected()));
   }
 
-  async load(selected = this.selected()) {
+  // `selected` defaults to the current choice, read once the catalog has arrived: a painting
+  // dropped in meanwhile stays selected.
+  async load(selected = null) {
     let catalog;
     try {
       catalog = await getJson("/model/styles");
@@ -37,7 +39,7 @@ export class Catalog {
       throw error;
     }
     this.#styles = catalog.styles;
-    this.#render(selected ?? catalog.default);
+    this.#render(selected ?? this.selected() ?? catalog.default);
   }
 
   selected() {
