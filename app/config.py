@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     cpu_backend: Literal["onnxruntime", "torch"] = Field(
         "onnxruntime", description="How networks run on CPU: an ONNX export, or eager torch."
     )
+    arbitrary_emulate_int8: bool = Field(
+        False,
+        description="Run the arbitrary-style networks with the int8 rounding of the published "
+        "TFLite model (closest to it); off = float, slightly smoother.",
+    )
     torch_threads: int | None = Field(None, ge=1, description="Intra-op threads; None = cores.")
     torch_interop_threads: int = Field(1, ge=1)
     warmup: bool = Field(True, description="Run each loaded network once at start-up.")

@@ -30,6 +30,8 @@ from app.weights.manifest import ManifestError, load_manifest
 
 log = logging.getLogger("atelier.service")
 
+LOADER_JOIN_TIMEOUT_S = 300.0
+
 
 class Service:
     def __init__(self, settings: Settings) -> None:
@@ -41,6 +43,7 @@ class Service:
         self.problems: list[str] = []
         self.ready = threading.Event()
         self.failed: str | None = None
+        self._loader: threading.Thread | None = None
 
     @property
     def default_style(self) -> str:
@@ -70,6 +73,7 @@ class Service:
             settings.cache_dir,
             cpu_backend=settings.cpu_backend,
             threads=settings.torch_threads,
+            emulate_int8=settings.arbitrary_emulate_int8,
         )
         try:
             manifest = load_manifest(settings.models_dir)
@@ -111,6 +115,7 @@ class Service:
     def start_loading(self) -> threading.Thread:
         thread = threading.Thread(target=self._load_quietly, name="model-loader", daemon=True)
         thread.start()
+        self._loader = thread
         return thread
 
     def _load_quietly(self) -> None:
@@ -119,4 +124,8 @@ class Service:
             self.load()
 
     def close(self) -> None:
+        """Wait for a still-running load: a process exiting while a daemon thread is inside
+        torch or onnxruntime C++ code aborts ("terminate called without an active exception")."""
+        if self._loader is not None:
+            self._loader.join(timeout=LOADER_JOIN_TIMEOUT_S)
         self.executor.shutdown()

@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--iterations", type=int, default=10, help="timed evaluations per run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
     parser.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES))
     parser.add_argument(
         "--models-dir",
@@ -194,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.iterations < 1:
         parser.error("--iterations must be >= 1")
     device = pick_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     print(f"device: {describe(device)}; torch {torch.__version__}")
     print(f"{args.iterations} timed evaluations per run (L-BFGS), first evaluation excluded")

@@ -268,7 +268,7 @@ def list_jobs(
     request: Request,
     state: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     jobs: JobsRuntime = Depends(get_jobs),
     client: Client = Depends(require_client),
 ) -> JobPageResource:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ import torch
 from torch import nn
 
 OPSET = 17
+# torch.onnx.export keeps global state: two exports at once (two apps loading in one process)
+# corrupt each other, so exports are serialised.
+_EXPORT_LOCK = threading.Lock()
 
 
 # Bump when a network's forward changes: the export cache key includes it with the weights.
@@ -47,16 +51,17 @@ def export_onnx(
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
     os.close(fd)
     try:
-        torch.onnx.export(
-            module,
-            example,
-            tmp,
-            input_names=input_names,
-            output_names=["output"],
-            dynamic_axes={input_names[0]: {2: "h", 3: "w"}, "output": {2: "h", 3: "w"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
+        with _EXPORT_LOCK:
+            torch.onnx.export(
+                module,
+                example,
+                tmp,
+                input_names=input_names,
+                output_names=["output"],
+                dynamic_axes={input_names[0]: {2: "h", 3: "w"}, "output": {2: "h", 3: "w"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

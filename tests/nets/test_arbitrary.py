@@ -57,6 +57,16 @@ OUTPUT_STEP = 1 / 256  # the graph quantizes its sigmoid output with scale 1/256
 Nets = tuple[StylePredictor, ArbitraryTransformer]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """On 2 busy cores two torch threads spin against each other and onnxruntime's: one thread
+    runs this module in ~20 s instead of ~50 s."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def models_dir() -> Path:
     try:
@@ -98,6 +108,9 @@ def pairs() -> list[tuple[Path, Path]]:
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # idle ORT threads spin by default and starve the torch passes interleaved with ORT runs here
+    # (10x slower module setup on 2 busy cores)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
@@ -289,7 +302,8 @@ def test_stylized_output_close_to_int8_graph(int8_results: list[dict[str, float 
 
 def test_emulated_output_matches_int8_graph(int8_results: list[dict[str, float | str]]) -> None:
     """Emulation: same vector <= 0.03 (measured 0.014-0.022 over 8 pairs) and well below float
-    mode; end to end (measured 0.022-0.054) bounded by the one-style-pixel floor (see top)."""
+    mode; end to end (measured 0.023-0.057 with one torch thread, 0.022-0.054 with two: the
+    vector's flips depend even on that) bounded by the one-style-pixel floor (see top)."""
     same = _values(int8_results, "int8_same_vector")
     assert max(same) <= 0.03, int8_results
     assert float(np.mean(same)) <= 0.6 * float(np.mean(_values(int8_results, "float_same_vector")))
@@ -302,7 +316,7 @@ def test_int8_graph_itself_moves_that_much_for_one_style_pixel(
     sessions: dict[str, ort.InferenceSession], pairs: list[tuple[Path, Path]]
 ) -> None:
     """The floor the end-to-end bounds rest on: onnxruntime against itself, one style pixel of
-    65536 moved by 1/255 (measured 0.027-0.053 MAD on the first four pairs; 0.031 here)."""
+    65536 moved by 1/255 (measured 0.027-0.053 MAD on the first four pairs; 0.034 here)."""
     photo, painting = pairs[0]
     style = _square(painting, PREDICTOR_SIZE)
     content = _square(photo, CONTENT_SIZE)
