@@ -126,7 +126,7 @@ class StyleRunner:
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
         square = torch.from_numpy(
-            np.ascontiguousarray(pixels[top : top + side, left : left + side])
+            np.require(pixels[top : top + side, left : left + side], requirements=["C", "W"])
         )
         x = square.to(self.device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
         x = F.interpolate(x, size=(PREDICTOR_SIZE, PREDICTOR_SIZE), mode="bilinear", antialias=True)
