@@ -61,7 +61,7 @@ def decode_image(
     """
     if not data:
         raise ImageRejected("the uploaded file is empty")
-    image = _open(data)
+    image = _open(data, max_pixels)
     source_format = str(image.format)
     width, height = image.size
     if width * height > max_pixels:
@@ -71,11 +71,13 @@ def decode_image(
         )
     if min(width, height) < min_side:
         raise ImageRejected(f"image is {width}x{height}; each side needs {min_side} px or more")
-    orientation = _exif_orientation(image)
     try:
         if image.format == "JPEG" and max_size is not None and max(width, height) > max_size:
             _draft(image, max_size)
         image.load()
+        # Read after load: PNG's getexif() decodes the whole image, and a failed first decode
+        # would leave a half-loaded image that a second load() accepts.
+        orientation = _exif_orientation(image)
         image = ImageOps.exif_transpose(image)
         pixels = _to_rgb_array(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -90,13 +92,17 @@ def decode_image(
     return DecodedImage(pixels=pixels, format=source_format, original_size=(width, height))
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(f"image declares too many pixels ({exc})") from exc
+        # Pillow's own guard fires on the header for the largest bombs, before our check.
+        raise ImageTooLarge(
+            f"image declares more pixels than Pillow will open; the limit is {max_pixels:,} "
+            "(ATELIER_MAX_PIXELS)"
+        ) from exc
     except UnidentifiedImageError as exc:
         allowed = ", ".join(ALLOWED_FORMATS)
         raise ImageRejected(f"the upload is not a supported image; send one of: {allowed}") from exc
