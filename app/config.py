@@ -25,9 +25,11 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="Installed weights and the manifest.")
 
     # Serving.
-    host: str = "127.0.0.1"
-    port: int = 8000
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    host: str = Field("127.0.0.1", description="Bind address of `atelier serve`.")
+    port: int = Field(8000, description="Port of `atelier serve`.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="`auto` = CUDA when a GPU is visible, else CPU."
+    )
     default_style: str | None = Field(
         None, description="Style used when a request names none; mosaic if installed."
     )
@@ -53,7 +55,17 @@ class Settings(BaseSettings):
         "TFLite model (closest to it); off = float, slightly smoother.",
     )
     torch_threads: int | None = Field(None, ge=1, description="Intra-op threads; None = cores.")
-    torch_interop_threads: int = Field(1, ge=1)
+    torch_interop_threads: int = Field(1, ge=1, description="Torch inter-op threads.")
+    cuda_precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="Autocast dtype for instant predictions on CUDA."
+    )
+    cuda_channels_last: bool = Field(False, description="channels_last tensors on CUDA.")
+    cuda_compile: bool = Field(
+        False, description="torch.compile the networks on CUDA (first request per size is slow)."
+    )
+    cuda_compile_bucket: int = Field(
+        128, ge=4, multiple_of=4, description="Pad sizes to this multiple when compiling."
+    )
     warmup: bool = Field(True, description="Run each loaded network once at start-up.")
 
     # Optimisation jobs (Gatys): one design, embedded or scaled out over a broker.

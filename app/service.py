@@ -15,7 +15,7 @@ import numpy as np
 from app.config import Settings
 from app.inference.device import configure_threads, select_device
 from app.inference.executor import InferenceExecutor
-from app.inference.runner import StyleRunner
+from app.inference.runner import CudaOptions, StyleRunner
 from app.styles.builtin import DEFAULT_BUILTIN
 from app.styles.catalog import (
     Engine,
@@ -74,6 +74,12 @@ class Service:
             cpu_backend=settings.cpu_backend,
             threads=settings.torch_threads,
             emulate_int8=settings.arbitrary_emulate_int8,
+            cuda=CudaOptions(
+                precision=settings.cuda_precision,
+                channels_last=settings.cuda_channels_last,
+                compile=settings.cuda_compile,
+                compile_bucket=settings.cuda_compile_bucket,
+            ),
         )
         try:
             manifest = load_manifest(settings.models_dir)

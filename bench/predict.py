@@ -30,7 +30,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import Settings
-from app.inference.runner import StyleRunner
+from app.inference.runner import CudaOptions, StyleRunner
 from app.nets.transformer_net import TransformerNet
 from app.styles.catalog import (
     Engine,
@@ -87,12 +87,17 @@ def transformer_style(folder: Path) -> Style:
 def model_only(args: argparse.Namespace, cache: Path, threads: int) -> None:
     import onnxruntime as ort
 
-    backends: list[tuple[str, StyleRunner]] = [
-        ("onnxruntime", StyleRunner(torch.device("cpu"), cache, threads=threads)),
-        ("torch", StyleRunner(torch.device("cpu"), cache, cpu_backend="torch")),
-    ]
+    backends: list[tuple[str, StyleRunner]] = []
+    if not args.cuda_only:
+        backends.append(("onnxruntime", StyleRunner(torch.device("cpu"), cache, threads=threads)))
+        backends.append(("torch", StyleRunner(torch.device("cpu"), cache, cpu_backend="torch")))
     if torch.cuda.is_available():
-        backends.append(("torch-cuda", StyleRunner(torch.device("cuda"), cache)))
+        options = cuda_options_from_settings()
+        label = f"torch-cuda-{options.precision}" + ("-cl" if options.channels_last else "")
+        label += "-compiled" if options.compile else ""
+        backends.append((label, StyleRunner(torch.device("cuda"), cache, cuda=options)))
+        if options != CudaOptions():
+            backends.append(("torch-cuda-fp32", StyleRunner(torch.device("cuda"), cache)))
     transformer = transformer_style(cache)
     for _, runner in backends:
         runner.load_transformer(transformer)
@@ -132,6 +137,35 @@ def model_only(args: argparse.Namespace, cache: Path, threads: int) -> None:
             choice = SingleStyle(transformer)
             med, p90 = timings(lambda r=runner, p=pixels, c=choice: r.stylize(p, c), args.repeats)
             print(f"| transformer-net | {backend} | {label} | {med:.0f} | {p90:.0f} | |")
+        report_precision_difference(backends, pixels, multistyle, label)
+
+
+def cuda_options_from_settings() -> CudaOptions:
+    """The CUDA options an `ATELIER_CUDA_*` environment would give the service."""
+    settings = Settings()
+    return CudaOptions(
+        precision=settings.cuda_precision,
+        channels_last=settings.cuda_channels_last,
+        compile=settings.cuda_compile,
+        compile_bucket=settings.cuda_compile_bucket,
+    )
+
+
+def report_precision_difference(
+    backends: list[tuple[str, StyleRunner]], pixels: np.ndarray, choice: SingleStyle, label: str
+) -> None:
+    """Max |difference| (0..255) of a tuned CUDA runner against fp32 CUDA on the same input."""
+    runners = dict(backends)
+    reference = runners.get("torch-cuda-fp32")
+    tuned = [(name, r) for name, r in backends if name.startswith("torch-cuda-")]
+    if reference is None or len(tuned) < 2:
+        return
+    expected = reference.stylize(pixels, choice).astype(np.int16)
+    for name, runner in tuned:
+        if runner is reference:
+            continue
+        diff = np.abs(runner.stylize(pixels, choice).astype(np.int16) - expected)
+        print(f"| {name} vs fp32 | {label} | max diff {diff.max()} / 255, mean {diff.mean():.3f} |")
 
 
 def free_port() -> int:
@@ -185,6 +219,39 @@ def end_to_end(args: argparse.Namespace, data_dir: Path, threads: int) -> None:
     print(f"\nHTTP / model-only: {http_med / model_med:.2f}")
 
 
+def large_jpeg_decode(args: argparse.Namespace) -> None:
+    """A 4000x3000 JPEG asked for at 1024 px: draft-mode decode vs a full decode."""
+    from app.imaging import decode as decode_module
+
+    big = photo(4000, 3000)
+    buffer = io.BytesIO()
+    Image.fromarray(big).save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()
+    limits = {"max_pixels": 50_000_000, "max_size": 1024}
+    with_draft, _ = timings(lambda: decode_module.decode_image(data, **limits), args.repeats)
+    with Image.open(io.BytesIO(data)) as probe:
+        decode_module._draft(probe, 1024)
+        probe.load()
+        draft_pixels = probe.width * probe.height
+    real_draft = decode_module._draft
+    decode_module._draft = lambda image, max_size: None
+    try:
+        full, _ = timings(lambda: decode_module.decode_image(data, **limits), args.repeats)
+    finally:
+        decode_module._draft = real_draft
+    full_pixels = 4000 * 3000
+    print(f"\n## 4000x3000 JPEG ({len(data) / 1e6:.1f} MB) decoded for max_size=1024\n")
+    print("| decode | median ms | decoded pixels | decoded RGB buffer |")
+    print("|---|---|---|---|")
+    full_mb = full_pixels * 3 / 1e6
+    print(f"| full size, then resize | {full:.0f} | {full_pixels:,} | {full_mb:.0f} MB |")
+    print(
+        f"| draft mode, then resize | {with_draft:.0f} | {draft_pixels:,} | "
+        f"{draft_pixels * 3 / 1e6:.0f} MB |"
+    )
+    print(f"\ndraft / full time: {with_draft / full:.2f}; buffer: {draft_pixels / full_pixels:.2f}")
+
+
 def parse_size(text: str) -> tuple[int, int]:
     width, _, height = text.partition("x")
     return int(width), int(height)
@@ -200,6 +267,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--cuda-only", action="store_true", help="GPU rows only (no CPU baselines)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -208,6 +276,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         model_only(args, Path(tmp) / "cache", args.threads)
+        if not args.cuda_only:
+            large_jpeg_decode(args)
         if not args.skip_http:
             end_to_end(args, Path(tmp), args.threads)
 

@@ -71,6 +71,13 @@ def stylize(
     strength: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
     preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours.")] = False,
     format: Annotated[str, typer.Option(help="jpeg, png or webp.")] = "jpeg",
+    style_image: Annotated[
+        list[Path] | None,
+        typer.Option(help="A painting to use as the style (repeat to blend); overrides -s."),
+    ] = None,
+    style_weights: Annotated[
+        str | None, typer.Option(help="Blend weights for several --style-image, e.g. 0.7,0.3.")
+    ] = None,
 ) -> None:
     """Stylize image files with the same options as POST /model/predict."""
     from app.cli.stylize import stylize_files
@@ -83,6 +90,8 @@ def stylize(
         strength=strength,
         preserve_color=preserve_color,
         fmt=format,
+        style_images=style_image or [],
+        style_weights=style_weights,
     )
     raise typer.Exit(code)
 

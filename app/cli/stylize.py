@@ -36,6 +36,8 @@ def stylize_files(
     strength: float,
     preserve_color: bool,
     fmt: str,
+    style_images: list[Path] | None = None,
+    style_weights: str | None = None,
 ) -> int:
     """Stylize each input; returns the exit code (0 all good, 1 some failed, 2 bad usage)."""
     try:
@@ -51,9 +53,16 @@ def stylize_files(
     service = Service(settings)
     service.load(warmup=False)
     assert service.runner is not None
+    paintings = style_images or []
+    weights = None
     try:
-        choice = service.catalog.resolve(style or service.default_style)
-    except (UnknownStyle, InvalidBlend) as exc:
+        if style_weights is not None:
+            weights = tuple(float(part) for part in style_weights.split(","))
+            if len(weights) != len(paintings) or min(weights) < 0 or sum(weights) <= 0:
+                raise ValueError("one non-negative weight per --style-image, not all zero")
+        painting_bytes = tuple(path.read_bytes() for path in paintings)
+        choice = None if paintings else service.catalog.resolve(style or service.default_style)
+    except (UnknownStyle, InvalidBlend, ValueError, OSError) as exc:
         hint = f"; available: {', '.join(exc.available)}" if isinstance(exc, UnknownStyle) else ""
         typer.echo(f"error: {exc}{hint}", err=True)
         return 2
@@ -63,6 +72,8 @@ def stylize_files(
         strength=strength,
         keep_colors=preserve_color,
         output=output_format,
+        style_images=painting_bytes,
+        style_weights=weights,
     )
     single = len(files) == 1 and output.suffix != ""
     if not single:

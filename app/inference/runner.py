@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -36,14 +38,17 @@ SIDE_MULTIPLE = 4
 MIN_NETWORK_SIDE = 16
 
 
-def pad_for_network(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-    """Pad (N,C,H,W) to sides that are multiples of 4 and at least 16; return original H, W.
+def pad_for_network(
+    x: torch.Tensor, multiple: int = SIDE_MULTIPLE
+) -> tuple[torch.Tensor, int, int]:
+    """Pad (N,C,H,W) to sides that are multiples of `multiple` (4, or a compile bucket) and at
+    least 16; return the original H, W.
 
     Reflection keeps borders natural; images too small to reflect are edge-replicated.
     """
     h, w = x.shape[-2:]
-    th = max(MIN_NETWORK_SIDE, -(-h // SIDE_MULTIPLE) * SIDE_MULTIPLE)
-    tw = max(MIN_NETWORK_SIDE, -(-w // SIDE_MULTIPLE) * SIDE_MULTIPLE)
+    th = max(MIN_NETWORK_SIDE, -(-h // multiple) * multiple)
+    tw = max(MIN_NETWORK_SIDE, -(-w // multiple) * multiple)
     pad = (0, tw - w, 0, th - h)
     if pad == (0, 0, 0, 0):
         return x, h, w
@@ -53,6 +58,19 @@ def pad_for_network(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
 
 Network = Callable[..., torch.Tensor]
 CpuBackend = Literal["onnxruntime", "torch"]
+Precision = Literal["fp32", "fp16", "bf16"]
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class CudaOptions:
+    """GPU-only speed options. `compile_bucket` pads inputs to multiples of it so
+    torch.compile sees a bounded set of shapes (a few extra border pixels per image)."""
+
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    compile_bucket: int = 128
 
 
 class StyleRunner:
@@ -70,8 +88,10 @@ class StyleRunner:
         cpu_backend: CpuBackend = "onnxruntime",
         threads: int | None = None,
         emulate_int8: bool = False,
+        cuda: CudaOptions | None = None,
     ) -> None:
         self.device = device
+        self.cuda = cuda if device.type == "cuda" and cuda is not None else CudaOptions()
         self._onnx_dir = cache_dir / "onnx"
         self._threads = threads
         self.uses_onnxruntime = device.type == "cpu" and cpu_backend == "onnxruntime"
@@ -94,6 +114,8 @@ class StyleRunner:
     def _backend(
         self, module: nn.Module, sample: tuple[torch.Tensor, ...], names: list[str]
     ) -> Network:
+        if self.device.type == "cuda":
+            return self._cuda_module(module)
         if not self.uses_onnxruntime:
             return module
         try:
@@ -102,6 +124,13 @@ class StyleRunner:
             # The fast path is an optimisation: a module that cannot be exported runs in torch.
             log.exception("ONNX export of %s failed; running it with torch", type(module).__name__)
             return module
+
+    def _cuda_module(self, module: nn.Module) -> Network:
+        if self.cuda.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        if self.cuda.compile:
+            return torch.compile(module, dynamic=False)
+        return module
 
     @property
     def engine_backend(self) -> str:
@@ -137,15 +166,24 @@ class StyleRunner:
         """Run the network for `choice` on an HxWx3 uint8 array; same size out."""
         x = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(self.device)
         x = x.permute(2, 0, 1).unsqueeze(0).float()
-        x, h, w = pad_for_network(x)
-        if isinstance(choice, MultiStyleBlend):
-            y = self._multistyle_call(x / 255.0, choice.weights.to(self.device)) * 255.0
-        elif isinstance(choice, StyleVector):
-            y = self._run_arbitrary(x, choice.vector)
-        else:
-            y = self._run_single(x, choice)
-        y = y[..., :h, :w].clamp(0, 255).round().to(torch.uint8)
+        x, h, w = pad_for_network(x, self.cuda.compile_bucket if self.cuda.compile else 4)
+        if self.cuda.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            if isinstance(choice, MultiStyleBlend):
+                y = self._multistyle_call(x / 255.0, choice.weights.to(self.device)) * 255.0
+            elif isinstance(choice, StyleVector):
+                y = self._run_arbitrary(x, choice.vector)
+            else:
+                y = self._run_single(x, choice)
+        y = y[..., :h, :w].float().clamp(0, 255).round().to(torch.uint8)
         return y[0].permute(1, 2, 0).cpu().numpy()
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        dtype = _AUTOCAST.get(self.cuda.precision)
+        if self.device.type != "cuda" or dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=dtype)
 
     def _run_single(self, x: torch.Tensor, choice: SingleStyle) -> torch.Tensor:
         style = choice.style

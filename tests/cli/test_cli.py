@@ -127,3 +127,35 @@ def test_styles_lists_the_26_builtins(env: Path, runner: CliRunner) -> None:
     assert len(listed) == 26
     default = [line for line in lines if line.startswith("*")]
     assert len(default) == 1 and "starry-swirls" in default[0] and "#19" in default[0]
+
+
+def test_stylize_with_a_painting_as_the_style(env: Path, runner: CliRunner) -> None:
+    pixels = pattern(48, 36)
+    source = env / "photo.png"
+    source.write_bytes(encode(pixels, "PNG"))
+    painting = np.zeros((64, 64, 3), dtype=np.uint8)
+    painting[..., 2] = 220  # a flat blue "painting"
+    painting[::8] = 255
+    (env / "blue.png").write_bytes(encode(painting, "PNG"))
+    target = env / "out.png"
+    result = runner.invoke(
+        cli,
+        ["stylize", str(source), "--style-image", str(env / "blue.png"), "-o", str(target)],
+    )
+    assert result.exit_code == 0, result.output
+    stylized = decode_rgb(target.read_bytes())
+    assert stylized.shape == pixels.shape
+    # The output's colours move toward the painting's blue.
+    blue_share = stylized[..., 2].mean() / stylized.mean()
+    assert blue_share > pixels[..., 2].mean() / pixels.mean()
+
+
+def test_style_weights_must_match_the_paintings(env: Path, runner: CliRunner) -> None:
+    source = env / "photo.png"
+    source.write_bytes(encode(pattern(16, 16), "PNG"))
+    result = runner.invoke(
+        cli,
+        ["stylize", str(source), "--style-image", str(source), "--style-weights", "1,2"],
+    )
+    assert result.exit_code == 2
+    assert "weight" in result.output
