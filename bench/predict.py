@@ -54,9 +54,30 @@ def timings(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1000.0)
-    samples.sort()
-    p90 = samples[min(len(samples) - 1, round(0.9 * (len(samples) - 1)))]
-    return statistics.median(samples), p90
+    return summary(samples)
+
+
+def summary(samples: list[float]) -> tuple[float, float]:
+    """Median and p90 of a list of timings."""
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[
+        min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))
+    ]
+
+
+def paired_timings(
+    first: Callable[[], object], second: Callable[[], object], repeats: int
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Median and p90 (ms) of two functions timed alternately, after one warm-up call each."""
+    first()
+    second()
+    samples: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, bucket in ((first, samples[0]), (second, samples[1])):
+            start = time.perf_counter()
+            fn()
+            bucket.append((time.perf_counter() - start) * 1000.0)
+    return summary(samples[0]), summary(samples[1])
 
 
 def photo(width: int, height: int) -> np.ndarray:
@@ -113,30 +134,45 @@ def model_only(args: argparse.Namespace, cache: Path, threads: int) -> None:
     weights[19] = 1.0
 
     print(f"\n## Model only (CPU threads: {threads}; {args.repeats} runs, ms)\n")
+    print("`network` rows time the network alone on a prepared float tensor, interleaved with the")
+    print("reference run so both see the same machine load; `stylize` rows add our uint8")
+    print("conversion, padding and cropping (the path a request takes).\n")
     print("| engine | backend | size | median | p90 | ours / onnxruntime |")
     print("|---|---|---|---|---|---|")
     for size in args.sizes:
         width, height = size
+        label = f"{width}x{height}"
         pixels = photo(width, height)
         x = np.ascontiguousarray((pixels.astype(np.float32) / 255.0).transpose(2, 0, 1)[None])
-        ref_median, ref_p90 = timings(
-            lambda x=x: reference.run(None, {"image": x, "style_weights": weights}), args.repeats
-        )
-        label = f"{width}x{height}"
-        print(
-            f"| multistyle26 | reference onnxruntime | {label} | {ref_median:.0f} | "
-            f"{ref_p90:.0f} | 1.00 |"
-        )
+        ref_median = float("nan")
+        fast = dict(backends).get("onnxruntime")
+        if not args.cuda_only and fast is not None:
+            x255 = torch.from_numpy(x * 255.0)
+            w = torch.from_numpy(weights)
+            (ref_median, ref_p90), (net_median, net_p90) = paired_timings(
+                lambda x=x: reference.run(None, {"image": x, "style_weights": weights}),
+                lambda r=fast, x255=x255, w=w: r._multistyle_call(x255, w),
+                args.repeats,
+            )
+            print(
+                f"| multistyle26 | reference onnxruntime (network) | {label} | "
+                f"{ref_median:.0f} | {ref_p90:.0f} | 1.00 |"
+            )
+            print(
+                f"| multistyle26 | ours, onnxruntime (network) | {label} | {net_median:.0f} | "
+                f"{net_p90:.0f} | {net_median / ref_median:.2f} |"
+            )
         for backend, runner in backends:
             med, p90 = timings(lambda r=runner, p=pixels: r.stylize(p, multistyle), args.repeats)
             print(
-                f"| multistyle26 | {backend} | {label} | {med:.0f} | {p90:.0f} | "
+                f"| multistyle26 | ours, {backend} (stylize) | {label} | {med:.0f} | {p90:.0f} | "
                 f"{med / ref_median:.2f} |"
             )
         for backend, runner in backends:
             choice = SingleStyle(transformer)
             med, p90 = timings(lambda r=runner, p=pixels, c=choice: r.stylize(p, c), args.repeats)
-            print(f"| transformer-net | {backend} | {label} | {med:.0f} | {p90:.0f} | |")
+            row = f"| transformer-net | ours, {backend} (stylize) | {label} | {med:.0f} | {p90:.0f}"
+            print(row + " | |")
         report_precision_difference(backends, pixels, multistyle, label)
 
 

@@ -25,7 +25,7 @@ _EXPORT_LOCK = threading.Lock()
 
 
 # Bump when a network's forward changes: the export cache key includes it with the weights.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 
 
 def state_digest(module: nn.Module) -> str:
@@ -82,7 +82,8 @@ class OnnxModule:
     ) -> None:
         import onnxruntime as ort
 
-        path = cache_dir / f"{type(module).__name__}-{state_digest(module)}.onnx"
+        name = getattr(module, "export_name", type(module).__name__)
+        path = cache_dir / f"{name}-{state_digest(module)}.onnx"
         if not path.exists():
             export_onnx(module, example, input_names, path)
         options = ort.SessionOptions()
