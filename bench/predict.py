@@ -91,6 +91,7 @@ def transformer_style(folder: Path) -> Style:
     official = Path("models/mosaic.pth")
     path = official
     if not official.exists():
+        folder.mkdir(parents=True, exist_ok=True)
         path = folder / "random.pth"
         torch.save(TransformerNet().state_dict(), path)
     return Style(
