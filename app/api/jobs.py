@@ -30,7 +30,7 @@ from app.gatys.optimize import GatysOptions
 from app.imaging.decode import ImageRejected, decode_image
 from app.imaging.encode import MEDIA_TYPES, OutputFormat, encode_image
 from app.jobs.models import BlobKind, Job, JobState
-from app.jobs.options import options_to_json
+from app.jobs.options import DOWNSCALE_FACTOR, options_to_json
 from app.jobs.runtime import JobsRuntime
 from app.jobs.store import JobNotFound, NewJob
 from app.styles.catalog import UnknownStyle
@@ -101,7 +101,11 @@ class JobResource(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    options: dict[str, Any]
+    options: dict[str, Any] = Field(
+        description="The engine options the job runs with, plus `allow_downscale` and, once a "
+        "run that ran out of memory was retried smaller, `downscaled_to` (the output long side "
+        "it was retried at)."
+    )
     style_images: int
     backbone: str = Field(description="Feature network; `auto` until a worker resolves it.")
     device: str | None
@@ -194,6 +198,14 @@ async def submit_job(
     preview_every: Annotated[
         int | None, Form(ge=0, description="Save a preview every N iterations; 0 = never.")
     ] = None,
+    allow_downscale: Annotated[
+        bool,
+        Form(
+            description=f"If the job runs out of (GPU) memory, retry it once at "
+            f"{DOWNSCALE_FACTOR}x the size (scales too) instead of failing; the job's options "
+            "then show `downscaled_to`."
+        ),
+    ] = False,
     jobs: JobsRuntime = Depends(get_jobs),
     client: Client = Depends(require_client),
 ) -> JobResource:
@@ -235,7 +247,7 @@ async def submit_job(
         for index, upload in enumerate(uploads)
     ]
     new = NewJob(
-        options=options_to_json(options),
+        options=options_to_json(options, allow_downscale=allow_downscale),
         backbone=settings.job_backbone,
         total=options.iterations,
         content=content_png,
@@ -309,7 +321,8 @@ def cancel_job(
     client: Client = Depends(require_client),
 ) -> JobResource:
     """A queued job is cancelled at once; a running one stops within about one iteration, so
-    poll until `state` is `cancelled`. Finished jobs are returned unchanged."""
+    poll until `state` is `cancelled`. Finished jobs are returned unchanged. A job this answers
+    with as `running` never succeeds afterwards, even if its last iteration was already done."""
     owned_job(jobs, job_id, client)
     return JobResource.of(jobs.store.request_cancel(job_id))
 

@@ -4,10 +4,15 @@ Everything a client sees goes through the job row: progress (throttled to one wr
 `PROGRESS_INTERVAL_S`, plus the last iteration), previews, the result, and a readable reason when
 anything goes wrong. Cancellation comes back the same way: the row's flag is read at most every
 `CANCEL_CHECK_S`, so a cancel takes effect within about one evaluation of the engine.
+
+A run that runs out of memory fails with the size it was at; when the client allowed it
+(`allow_downscale`), it is first retried once at `DOWNSCALE_FACTOR` times the size, and the job's
+options say so (`downscaled_to`). The engine knows nothing of this: it is just called again.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -26,7 +31,7 @@ from app.imaging.encode import OutputFormat, encode_image
 from app.inference.device import select_device
 from app.jobs.lease import LeaseKeeper
 from app.jobs.models import Job, JobState
-from app.jobs.options import options_from_json
+from app.jobs.options import JobOptions, downscaled, options_from_json
 from app.jobs.store import JobStore, ProgressUpdate
 from app.observability.logs import job_id_var
 
@@ -39,6 +44,15 @@ PREVIEW_QUALITY = 85
 
 class JobInputError(ValueError):
     """A stored input image that cannot be used."""
+
+
+class JobOutOfMemory(Exception):
+    """The engine ran out of memory, with no (further) smaller retry allowed; the message is
+    the job's readable reason."""
+
+
+class _LeaseLost(Exception):
+    """The job stopped being ours between two engine runs."""
 
 
 class BackboneCache:
@@ -117,16 +131,21 @@ class _Execution:
             self._lap("load_s", started)
             optimising = time.perf_counter()
             writer = _ProgressWriter(self.store, job_id, worker_id)
-            image = run(
-                content,
-                styles,
-                options,
-                backbone,
-                device=device,
-                on_progress=writer,
-                on_preview=self._save_preview,
-                should_cancel=_StopCheck(self.store, job_id, worker_id, self.stop, lease_lost),
-            )
+            stop_check = _StopCheck(self.store, job_id, worker_id, self.stop, lease_lost)
+
+            def engine(gatys: GatysOptions) -> np.ndarray:
+                return run(
+                    content,
+                    styles,
+                    gatys,
+                    backbone,
+                    device=device,
+                    on_progress=writer,
+                    on_preview=self._save_preview,
+                    should_cancel=stop_check,
+                )
+
+            image = self._optimise(options, engine, device)
             writer.flush()
             self._lap("optimize_s", optimising)
             png = encode_image(image, OutputFormat.png)
@@ -134,8 +153,9 @@ class _Execution:
             if self.store.finish(job_id, worker_id, png, self.timings):
                 log.info("job %s succeeded in %.1f s", job_id, self.timings["total_s"])
                 return JobState.succeeded
-            return None
-        except Cancelled:
+            # A cancel that arrived during the last iteration wins over the result.
+            return self._stopped()
+        except (Cancelled, _LeaseLost):
             self._lap("total_s", started)
             return self._stopped()
         except Exception as exc:
@@ -145,7 +165,53 @@ class _Execution:
             failed = self.store.fail(job_id, worker_id, reason, self.timings)
             return JobState.failed if failed else None
 
-    def _inputs(self) -> tuple[np.ndarray, list[np.ndarray], GatysOptions]:
+    def _optimise(
+        self,
+        options: JobOptions,
+        engine: Callable[[GatysOptions], np.ndarray],
+        device: torch.device,
+    ) -> np.ndarray:
+        """Run the engine; after running out of memory, once more at a smaller size when the
+        client allowed it and this job has not been downscaled yet."""
+        first = options.effective
+        try:
+            return engine(first)
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            kind = _memory_kind(exc)
+            log.warning("job %s: out of %s at %d px: %s", self.job.id, kind, first.output_size, exc)
+            if options.downscaled_to is not None:
+                raise JobOutOfMemory(
+                    _after_downscale(kind, first.output_size, options.gatys.output_size)
+                ) from exc
+            if not options.allow_downscale:
+                raise JobOutOfMemory(
+                    f"out of {kind} at {first.output_size} px; retry with a smaller size or "
+                    "allow_downscale=true"
+                ) from exc
+            smaller = downscaled(first)
+            if smaller is None:
+                raise JobOutOfMemory(
+                    f"out of {kind} at {first.output_size} px, the smallest size; retry with "
+                    "fewer style images or a smaller style_scale"
+                ) from exc
+        # Outside the except block, so the failed run's frames (and tensors) can be freed.
+        _release_memory(device)
+        noted = {**self.job.options, "downscaled_to": smaller.output_size}
+        if not self.store.set_options(self.job.id, self.worker_id, noted):
+            raise _LeaseLost
+        log.info("job %s: retrying at %d px", self.job.id, smaller.output_size)
+        try:
+            return engine(smaller)
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            raise JobOutOfMemory(
+                _after_downscale(_memory_kind(exc), smaller.output_size, first.output_size)
+            ) from exc
+
+    def _inputs(self) -> tuple[np.ndarray, list[np.ndarray], JobOptions]:
         inputs = self.store.inputs(self.job.id)
         content = self._decode(inputs.content, "content image")
         styles = [
@@ -189,7 +255,7 @@ class _Execution:
         return None
 
     def _describe(self, exc: Exception) -> str:
-        if isinstance(exc, JobInputError):
+        if isinstance(exc, JobInputError | JobOutOfMemory):
             return str(exc)
         if isinstance(exc, BackboneUnavailable):
             return f"backbone unavailable: {exc}"
@@ -208,7 +274,33 @@ class _Execution:
 
 def _expected(exc: Exception) -> bool:
     """Failures caused by the job itself; anything else deserves a traceback in the log."""
-    return isinstance(exc, JobInputError | BackboneUnavailable | ValueError)
+    return isinstance(exc, JobInputError | JobOutOfMemory | BackboneUnavailable | ValueError)
+
+
+def _is_out_of_memory(exc: Exception) -> bool:
+    """Accelerator OOM (torch.OutOfMemoryError, which torch.cuda.OutOfMemoryError is), host
+    MemoryError, and torch's CPU allocator failure, which is a plain RuntimeError."""
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def _memory_kind(exc: Exception) -> str:
+    return "GPU memory" if isinstance(exc, torch.OutOfMemoryError) else "memory"
+
+
+def _after_downscale(kind: str, size: int, original: int) -> str:
+    return (
+        f"out of {kind} at {size} px, even after downscaling from {original} px; retry with a "
+        "smaller size, fewer scales or fewer style images"
+    )
+
+
+def _release_memory(device: torch.device) -> None:
+    """Give back what the failed run held before running again on the same device."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 class _ProgressWriter:

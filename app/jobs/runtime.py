@@ -31,7 +31,9 @@ class JobsRuntime:
     ) -> None:
         self.settings = settings
         self.store = JobStore(settings.job_database_url)
-        self.celery = create_celery_app(settings) if settings.broker_url else None
+        self.celery = (
+            create_celery_app(settings, producer_only=True) if settings.broker_url else None
+        )
         self.runner = (
             LocalRunner(self.store, settings, on_finished=on_job_finished)
             if settings.runs_embedded_worker

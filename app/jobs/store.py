@@ -346,16 +346,24 @@ class JobStore:
             session.commit()
         return True
 
+    def set_options(self, job_id: str, worker_id: str, options: dict[str, Any]) -> bool:
+        """Rewrite a running job's options, for what its worker changed (e.g. `downscaled_to`)."""
+        return self._update_owned(job_id, worker_id, options=options)
+
     def finish(
         self, job_id: str, worker_id: str, png: bytes, timings: dict[str, float] | None = None
     ) -> bool:
-        """Succeed with the result image; the row and blob change in one transaction."""
+        """Succeed with the result image; the row and blob change in one transaction.
+
+        A cancel requested before this commits wins (False, and the worker records the cancel):
+        so once DELETE has answered with a job not yet succeeded, it never succeeds.
+        """
         with self._session() as session:
             changed = self._rowcount(
                 session,
-                self._owned(job_id, worker_id).values(
-                    **self._ending(JobState.succeeded, timings), eta_s=0.0
-                ),
+                self._owned(job_id, worker_id)
+                .where(Job.cancel_requested.is_(False))
+                .values(**self._ending(JobState.succeeded, timings), eta_s=0.0),
             )
             if not changed:
                 return False

@@ -1,10 +1,11 @@
-"""/jobs over HTTP with the embedded worker: submit, poll, fetch, cancel, errors, restart."""
+"""/jobs over HTTP with the embedded worker: submit, poll, fetch, cancel, errors, restart, and
+running out of memory (with and without `allow_downscale`)."""
 
 from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.config import Settings
+from app.gatys.backbones import Backbone
+from app.gatys.optimize import GatysOptions
+from app.jobs import execute
 from app.jobs.store import JobStore
 from app.main import create_app
 
@@ -291,3 +296,101 @@ def test_openapi_documents_the_job_routes(idle_client: TestClient) -> None:
     assert "429" in paths["/jobs"]["post"]["responses"]
     assert "409" in paths["/jobs/{job_id}/result"]["get"]["responses"]
     assert "/jobs/{job_id}/preview" in paths
+
+
+class OutOfMemoryOnce:
+    """Stands in for the engine's `run`: raises torch.OutOfMemoryError on the first `failures`
+    calls (as CUDA does on a too-large image), then runs the real engine; records the options
+    of every call."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[GatysOptions] = []
+        self.real = execute.run
+
+    def __call__(
+        self,
+        content: np.ndarray,
+        styles: Sequence[np.ndarray],
+        options: GatysOptions,
+        backbone: Backbone,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        self.calls.append(options)
+        if len(self.calls) <= self.failures:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.real(content, styles, options, backbone, **kwargs)
+
+
+def finished(client: TestClient, job_id: str) -> dict:
+    return poll_state(client, job_id, {"succeeded", "failed", "cancelled"}, timeout=120)
+
+
+def test_out_of_memory_fails_with_a_readable_reason_without_allow_downscale(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = OutOfMemoryOnce(failures=1)
+    monkeypatch.setattr(execute, "run", engine)
+
+    job = submit(client).json()
+    assert job["options"]["allow_downscale"] is False
+
+    done = finished(client, job["id"])
+    assert done["state"] == "failed"
+    assert done["error"] == (
+        "out of GPU memory at 64 px; retry with a smaller size or allow_downscale=true"
+    )
+    assert "downscaled_to" not in done["options"]
+    assert len(engine.calls) == 1, "the job was retried although the client did not allow it"
+
+
+@pytest.mark.parametrize(
+    ("fields", "first_scales", "retry_scales"),
+    [({}, None, None), ({"scales": "32,64", "iterations": "6"}, (32, 64), (22, 45))],
+)
+def test_allow_downscale_retries_once_smaller_and_says_so(
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    fields: dict[str, str],
+    first_scales: tuple[int, ...] | None,
+    retry_scales: tuple[int, ...] | None,
+) -> None:
+    engine = OutOfMemoryOnce(failures=1)
+    monkeypatch.setattr(execute, "run", engine)
+
+    job = submit(client, allow_downscale="true", **fields).json()
+    assert job["options"]["allow_downscale"] is True
+
+    done = finished(client, job["id"])
+    assert done["state"] == "succeeded", done["error"]
+    assert done["options"]["downscaled_to"] == 45  # 0.7 x 64
+    assert done["options"]["size"] == 64, "what the client asked for must stay visible"
+    assert [(c.output_size, c.scales) for c in engine.calls] == [
+        (64, first_scales),
+        (45, retry_scales),
+    ]
+    assert done["progress"]["iteration"] == 6 and done["attempts"] == 1
+    result = client.get(f"/jobs/{job['id']}/result", params={"format": "png"})
+    assert image_size(result.content) == (45, 34)  # 64x48 content, long side 45
+
+
+def test_a_downscaled_job_that_runs_out_of_memory_again_fails_with_both_sizes(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = OutOfMemoryOnce(failures=2)
+    monkeypatch.setattr(execute, "run", engine)
+
+    job = submit(client, allow_downscale="true").json()
+
+    done = finished(client, job["id"])
+    assert done["state"] == "failed"
+    assert done["error"].startswith(
+        "out of GPU memory at 45 px, even after downscaling from 64 px; retry with a smaller"
+    ), done["error"]
+    assert done["options"]["downscaled_to"] == 45
+    assert len(engine.calls) == 2, "a job is downscaled once at most"
+
+
+def test_allow_downscale_must_be_a_boolean(idle_client: TestClient) -> None:
+    problem(submit(idle_client, allow_downscale="maybe"), 422, "invalid_parameter")
+    assert idle_client.get("/jobs").json()["total"] == 0

@@ -1,14 +1,19 @@
-"""Job fixtures: a JobStore on SQLite and on PostgreSQL, a controllable clock, small images.
+"""Job fixtures: a JobStore on SQLite and on PostgreSQL, a controllable clock, small images,
+settings for whole apps, a private Redis database, and HTTP helpers.
 
 The PostgreSQL database `test` is shared with other suites, so every store gets its own schema
 (reached through `search_path` in the URL, so any process given the URL sees only it), dropped
-afterwards. Set ATELIER_TEST_POSTGRES_URL to point elsewhere.
+afterwards. Set ATELIER_TEST_POSTGRES_URL to point elsewhere. Redis is shared the same way: each
+suite uses its own database number, flushed before and after.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,13 +22,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import numpy as np
 import pytest
+import redis
+from fastapi.testclient import TestClient
 from PIL import Image
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from app.config import Settings
 from app.gatys.optimize import GatysOptions
 from app.jobs.options import options_to_json
 from app.jobs.store import JobStore, NewJob
@@ -34,6 +44,7 @@ POSTGRES_CANDIDATES = (
     "postgresql+psycopg://postgres@127.0.0.1:5432/test",
     "postgresql+psycopg://root@127.0.0.1:5432/test",
 )
+REDIS_URL = os.environ.get("ATELIER_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 @dataclass
@@ -160,6 +171,87 @@ def wait_for(condition: Callable[[], T | None], timeout: float, what: str, step:
         time.sleep(step)
 
 
+class EnvFreeSettings(Settings):
+    """Settings from arguments and defaults only, so ATELIER_* variables of the shell running
+    the tests (API keys, a broker...) cannot change what an app under test does."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        **other_sources: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+@pytest.fixture
+def app_settings(tmp_path: Path, cache_dir: Path) -> Callable[..., Settings]:
+    """`app_settings(**overrides)`: settings for a whole app with tiny-job timings. Every call
+    shares one data dir, so a second app on them is a restart of the first."""
+    data = tmp_path / "app" / "data"
+    data.mkdir(parents=True)
+    (data / "cache").symlink_to(cache_dir, target_is_directory=True)
+
+    def build(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "data_dir": data,
+            "models_dir": tmp_path / "app" / "models",
+            "warmup": False,
+            "job_backbone": "efficientnet-lite0",
+            "job_lease_seconds": 5.0,
+            "job_sweep_interval_s": 0.5,
+            "job_poll_interval_s": 0.2,
+            "job_max_queued_per_client": 50,
+            **overrides,
+        }
+        return EnvFreeSettings(**values)
+
+    return build
+
+
+@pytest.fixture
+def private_redis() -> Iterator[Callable[[int], str]]:
+    """`private_redis(db)`: the URL of Redis database `db`, flushed now and after the test.
+    Callers pick a number no other suite uses (test_celery_scaleout takes 7)."""
+    used: list[redis.Redis] = []
+
+    def claim(db: int) -> str:
+        url = f"{REDIS_URL}/{db}"
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            pytest.fail(f"Redis is required for this test but unreachable at {url}: {exc}")
+        client.flushdb()
+        used.append(client)
+        return url
+
+    yield claim
+    for client in used:
+        client.flushdb()
+        client.close()
+
+
+def submit_job(client: TestClient, content: bytes, style: bytes, **fields: str) -> httpx.Response:
+    """POST /jobs with one style image; tiny adam defaults unless `fields` say otherwise."""
+    files = [
+        ("content", ("photo.png", content, "image/png")),
+        ("style", ("style.png", style, "image/png")),
+    ]
+    data = {"iterations": "6", "size": "64", "optimizer": "adam", **fields}
+    return client.post("/jobs", files=files, data=data)
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    """An RFC 9457 problem document with our `code`; returns the body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, object] = response.json()
+    assert body["code"] == code, body
+    return body
+
+
 @pytest.fixture
 def helpers() -> type[Helpers]:
     """Builders and a bounded poll loop, handed to tests as a fixture (conftest is not a module
@@ -171,3 +263,57 @@ class Helpers:
     png = staticmethod(png_bytes)
     job = staticmethod(new_job)
     wait_for = staticmethod(wait_for)
+    submit = staticmethod(submit_job)
+    problem = staticmethod(assert_problem)
+
+
+WORKER_REPO = Path(__file__).resolve().parents[2]
+
+
+class WorkerPool:
+    """Celery worker subprocesses, each with its own log; every one is killed at teardown."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.jobs.runners.celery_worker"],
+            cwd=WORKER_REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def ready(self) -> bool:
+        """Every worker has logged that it consumes (imports and connections are done)."""
+        return all(
+            " ready." in (self.logs / f"worker-{i}.log").read_text(errors="replace")
+            for i in range(len(self.procs))
+        )
+
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [proc for proc in self.procs if proc.poll() is None]
+
+    def ensure_one(self) -> subprocess.Popen[bytes]:
+        alive = self.alive()
+        return alive[0] if alive else self.start()
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+
+    def tails(self) -> str:
+        parts = []
+        for path in sorted(self.logs.glob("worker-*.log")):
+            lines = path.read_text(errors="replace").splitlines()[-15:]
+            parts.append(f"--- {path.name}\n" + "\n".join(lines))
+        return "\n".join(parts)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +26,7 @@ from app.config import Settings
 from app.jobs.models import Job
 from app.jobs.store import JobStore
 from app.main import create_app
+from tests.jobs.conftest import WorkerPool
 
 pytestmark = pytest.mark.slow
 
@@ -37,48 +36,6 @@ BROKER_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 LEASE_S = 3.0
 LONG_RUN = 1000  # iterations no test waits for: only a cancel or a kill ends such a job in time
 JOB_TIMEOUT_S = 120  # a fresh worker imports torch and warms the backbone up before its first job
-
-
-class WorkerPool:
-    """Celery worker subprocesses, each with its own log; every one is killed at teardown."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
-        self.logs = logs
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.jobs.runners.celery_worker"],
-            cwd=REPO,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def alive(self) -> list[subprocess.Popen[bytes]]:
-        return [proc for proc in self.procs if proc.poll() is None]
-
-    def ensure_one(self) -> subprocess.Popen[bytes]:
-        alive = self.alive()
-        return alive[0] if alive else self.start()
-
-    def kill_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-
-    def tails(self) -> str:
-        parts = []
-        for path in sorted(self.logs.glob("worker-*.log")):
-            lines = path.read_text(errors="replace").splitlines()[-15:]
-            parts.append(f"--- {path.name}\n" + "\n".join(lines))
-        return "\n".join(parts)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,12 @@ only ever initialised in the process that uses it), prefetch 1 so a busy worker 
 messages, late acks so a message is only acknowledged once its job ended, and a visibility
 timeout longer than any job so Redis does not redeliver a message whose job is still running.
 
+Every broker socket has a timeout, so a broker that stops answering without closing the
+connection (a hung Redis, a failover, a dropped route) is an error rather than a hang. The API
+only publishes, while a client waits: its reads time out after 1 s and a publish is retried once
+(on a fresh connection, which also recovers from a broker restart), so a down broker is a 503
+within about 3 s. Workers wait on the broker for a living and get more slack.
+
 Run with `atelier worker` or `python -m app.jobs.runners.celery_worker`; the plain Celery CLI
 also works: `celery -A app.jobs.runners.celery_worker inspect active`.
 """
@@ -38,12 +44,17 @@ log = logging.getLogger("atelier.jobs.celery")
 RUN_JOB = "atelier.run_job"
 QUEUE = "atelier-jobs"
 CLAIM_RETRY_S = 5  # the database was unreachable; try the claim again after this long
+PRODUCER_SOCKET_TIMEOUT_S = 1.0  # a publish is one small LPUSH, answered in milliseconds
+WORKER_SOCKET_TIMEOUT_S = 10.0  # well above kombu's 1 s BRPOP wait and its health-check PINGs
+BROKER_CONNECT_TIMEOUT_S = 2.0
 
 
-def create_celery_app(settings: Settings) -> Celery:
-    """The Celery app for `settings.broker_url`: the API sends with it, workers run it."""
+def create_celery_app(settings: Settings, *, producer_only: bool = False) -> Celery:
+    """The Celery app for `settings.broker_url`: the API sends with it (`producer_only`, with
+    the short timeouts a waiting client needs), workers run it."""
     if not settings.broker_url:
         raise ValueError("no broker configured; set ATELIER_BROKER_URL (e.g. redis://host:6379/0)")
+    socket_timeout = PRODUCER_SOCKET_TIMEOUT_S if producer_only else WORKER_SOCKET_TIMEOUT_S
     app = Celery("atelier", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
         task_default_queue=QUEUE,
@@ -56,12 +67,18 @@ def create_celery_app(settings: Settings) -> Celery:
         # A busy solo worker must not sit on the next message while another worker idles.
         worker_disable_prefetch=True,
         worker_enable_remote_control=False,
-        broker_transport_options={"visibility_timeout": settings.job_visibility_timeout_s},
+        broker_transport_options={
+            "visibility_timeout": settings.job_visibility_timeout_s,
+            # Without these, kombu's Redis transport waits forever (None) on a silent broker.
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": min(socket_timeout, BROKER_CONNECT_TIMEOUT_S),
+        },
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
-        # Submitting a job must fail fast (503) rather than hang when the broker is down.
+        # Submitting a job must fail fast (503) rather than hang when the broker is down: one
+        # immediate retry replaces a connection the broker dropped, then the error surfaces.
         task_publish_retry_policy={
-            "max_retries": 2,
+            "max_retries": 1,
             "interval_start": 0,
             "interval_step": 0.5,
             "interval_max": 1,
