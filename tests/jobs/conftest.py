@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,20 +114,27 @@ def postgres_admin_url() -> str:
     return _reachable_postgres()
 
 
-@pytest.fixture
-def postgres_schema_url(postgres_admin_url: str) -> Iterator[str]:
-    """A URL whose connections see only a fresh schema, dropped with everything in it after."""
-    schema = f"atelier_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_admin_url)
+@contextmanager
+def fresh_schema(admin_url: str, prefix: str) -> Iterator[str]:
+    """A URL whose connections see only a new schema (the `test` database is shared), dropped
+    with everything in it afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url)
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(postgres_admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    url = make_url(admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
     try:
         yield url.render_as_string(hide_password=False)
     finally:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_admin_url: str) -> Iterator[str]:
+    with fresh_schema(postgres_admin_url, "atelier_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,12 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from PIL import Image
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.jobs.models import Job
 from app.jobs.store import JobStore
 from app.main import create_app
-from tests.jobs.conftest import WorkerPool
+from tests.jobs.conftest import WorkerPool, fresh_schema
 
 pytestmark = pytest.mark.slow
 
@@ -40,17 +37,8 @@ JOB_TIMEOUT_S = 120  # a fresh worker imports torch and warms the backbone up be
 
 @pytest.fixture(scope="module")
 def schema_url(postgres_admin_url: str) -> Iterator[str]:
-    schema = f"atelier_scaleout_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_admin_url)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(postgres_admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_schema(postgres_admin_url, "atelier_scaleout") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
