@@ -33,6 +33,16 @@ log = logging.getLogger("atelier.service")
 LOADER_JOIN_TIMEOUT_S = 300.0
 
 
+def cuda_options(settings: Settings) -> CudaOptions:
+    """The GPU speed options the `ATELIER_CUDA_*` settings ask for."""
+    return CudaOptions(
+        precision=settings.cuda_precision,
+        channels_last=settings.cuda_channels_last,
+        compile=settings.cuda_compile,
+        compile_bucket=settings.cuda_compile_bucket,
+    )
+
+
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -74,12 +84,7 @@ class Service:
             cpu_backend=settings.cpu_backend,
             threads=settings.torch_threads,
             emulate_int8=settings.arbitrary_emulate_int8,
-            cuda=CudaOptions(
-                precision=settings.cuda_precision,
-                channels_last=settings.cuda_channels_last,
-                compile=settings.cuda_compile,
-                compile_bucket=settings.cuda_compile_bucket,
-            ),
+            cuda=cuda_options(settings),
         )
         try:
             manifest = load_manifest(settings.models_dir)

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.config import Settings
 from app.inference.runner import CudaOptions, StyleRunner
 from app.nets.transformer_net import TransformerNet
+from app.service import cuda_options
 from app.styles.catalog import (
     Engine,
     SingleStyle,
@@ -114,7 +115,7 @@ def model_only(args: argparse.Namespace, cache: Path, threads: int) -> None:
         backends.append(("onnxruntime", StyleRunner(torch.device("cpu"), cache, threads=threads)))
         backends.append(("torch", StyleRunner(torch.device("cpu"), cache, cpu_backend="torch")))
     if torch.cuda.is_available():
-        options = cuda_options_from_settings()
+        options = cuda_options(Settings())
         label = f"torch-cuda-{options.precision}" + ("-cl" if options.channels_last else "")
         label += "-compiled" if options.compile else ""
         backends.append((label, StyleRunner(torch.device("cuda"), cache, cuda=options)))
@@ -175,17 +176,6 @@ def model_only(args: argparse.Namespace, cache: Path, threads: int) -> None:
             row = f"| transformer-net | ours, {backend} (stylize) | {label} | {med:.0f} | {p90:.0f}"
             print(row + " | |")
         report_precision_difference(backends, pixels, multistyle, label)
-
-
-def cuda_options_from_settings() -> CudaOptions:
-    """The CUDA options an `ATELIER_CUDA_*` environment would give the service."""
-    settings = Settings()
-    return CudaOptions(
-        precision=settings.cuda_precision,
-        channels_last=settings.cuda_channels_last,
-        compile=settings.cuda_compile,
-        compile_bucket=settings.cuda_compile_bucket,
-    )
 
 
 def report_precision_difference(
