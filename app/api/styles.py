@@ -19,6 +19,7 @@ from app.inference.registration import RegisteredPainting, analyse_painting
 from app.inference.runner import StyleRunner
 from app.service import Service
 from app.styles.catalog import STYLE_NAME_MAX, SingleStyle, Style, StyleOrigin, normalise_name
+from app.styles.thumbnails import REFERENCE_CREDIT
 from app.styles.user_styles import DuplicateStyle, NewUserStyle, UserStyleStore
 from app.weights.manifest import STYLE_NAME
 
@@ -52,6 +53,7 @@ class StyleInfo(BaseModel):
 
 class StyleList(BaseModel):
     default: str
+    thumbnail_photo: str = REFERENCE_CREDIT
     styles: list[StyleInfo]
 
 

@@ -169,10 +169,6 @@ class StyleRunner:
         with self._lock:
             self._transformers[style.name] = call
 
-    def forget(self, name: str) -> None:
-        with self._lock:
-            self._transformers.pop(name, None)
-
     @torch.inference_mode()
     def style_vector(self, pixels: np.ndarray) -> torch.Tensor:
         """The predictor's 100-d style vector of a painting: centre square, resized to 256."""
