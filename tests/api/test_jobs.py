@@ -23,23 +23,14 @@ from app.gatys.optimize import GatysOptions
 from app.jobs import execute
 from app.jobs.store import JobStore
 from app.main import create_app
+from tests.jobs.conftest import png_bytes
 
 LONG_RUN = 1000  # iterations no test waits for: only cancellation ends such a job in time
 TINY = {"iterations": "6", "size": "64", "optimizer": "adam"}
 
 
-def png(width: int, height: int, seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), xx * 0 + 90])
-    pixels = np.clip(base.transpose(1, 2, 0) + rng.normal(0, 30, (height, width, 3)), 0, 255)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-CONTENT = png(80, 60, seed=1)
-STYLE = png(64, 64, seed=2)
+CONTENT = png_bytes(80, 60, seed=1)
+STYLE = png_bytes(64, 64, seed=2)
 
 
 def image_size(data: bytes) -> tuple[int, int]:
