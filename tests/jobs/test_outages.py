@@ -196,6 +196,16 @@ def predict_ok(client: TestClient, helpers) -> None:
 # --- database -----------------------------------------------------------------------------
 
 
+def finished_job(client: TestClient, helpers, job_id: str) -> dict:
+    """Poll a job until it succeeds or fails (bounded by JOB_S) and return its resource."""
+
+    def final() -> dict | None:
+        body = client.get(f"/jobs/{job_id}").json()
+        return body if body["state"] in ("succeeded", "failed") else None
+
+    return helpers.wait_for(final, JOB_S, f"job {job_id} to finish")
+
+
 @pytest.mark.parametrize("mode", ["refuse", "blackhole"])
 def test_database_outage_is_503_and_the_same_app_recovers(
     mode: Literal["refuse", "blackhole"],
@@ -250,15 +260,7 @@ def test_database_outage_is_503_and_the_same_app_recovers(
         assert [item["id"] for item in listed.json()["items"]] == [first]
         after = helpers.submit(client, content, style)
         assert after.status_code == 202, after.text
-        done = helpers.wait_for(
-            lambda: (
-                (body := client.get(f"/jobs/{after.json()['id']}").json())["state"]
-                in ("succeeded", "failed")
-                and body
-            ),
-            JOB_S,
-            "the embedded worker to run a job after the outage",
-        )
+        done = finished_job(client, helpers, after.json()["id"])
         assert done["state"] == "succeeded", done["error"]
         assert client.get(f"/jobs/{after.json()['id']}/result").status_code == 200
 
@@ -284,15 +286,7 @@ def test_a_database_down_at_start_up_is_used_once_it_is_back(
         assert listed.status_code == 200, listed.text
         assert listed.json()["total"] == 0
         job = helpers.submit(client, helpers.png(64, 48), helpers.png(64, 64, seed=2)).json()
-        done = helpers.wait_for(
-            lambda: (
-                (body := client.get(f"/jobs/{job['id']}").json())["state"]
-                in ("succeeded", "failed")
-                and body
-            ),
-            JOB_S,
-            "the job",
-        )
+        done = finished_job(client, helpers, job["id"])
         assert done["state"] == "succeeded", done["error"]
 
 
