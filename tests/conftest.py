@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import os
 import struct
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
@@ -134,6 +135,27 @@ def assert_problem(response, status: int, code: str) -> dict:
 # Paths and settings
 # --------------------------------------------------------------------------------------------
 
+_HIDDEN_SETTINGS = pytest.StashKey[dict[str, str]]()
+
+
+def shell_settings_variables() -> list[str]:
+    """The environment variables `Settings` reads (`ATELIER_<FIELD>`) that are set right now."""
+    names = (f"ATELIER_{field.upper()}" for field in Settings.model_fields)
+    return [name for name in names if name in os.environ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hide the shell's ATELIER_* settings (API keys, a broker, a database...) from the whole
+    run, collection and subprocesses included, so every `Settings(...)` a test builds sees
+    its arguments and the defaults only. Test-only variables (ATELIER_TEST_*) stay."""
+    hidden = {name: os.environ.pop(name) for name in shell_settings_variables()}
+    config.stash[_HIDDEN_SETTINGS] = hidden
+    get_settings.cache_clear()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    os.environ.update(config.stash.get(_HIDDEN_SETTINGS, {}))
+
 
 @pytest.fixture(scope="session")
 def shared_images() -> Path:
@@ -149,15 +171,6 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("weights-cache")
 
 
-class HermeticSettings(Settings):
-    """Settings from arguments and defaults only: ATELIER_* variables of the shell that runs
-    the tests (API keys, a broker, a database...) cannot change what these tests see."""
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, **other_sources):
-        return (init_settings,)
-
-
 def make_settings(root: Path, cache: Path, **overrides) -> Settings:
     """Settings with data and models under `root`; `data_dir/cache` links to `cache`."""
     data = root / "data"
@@ -168,7 +181,7 @@ def make_settings(root: Path, cache: Path, **overrides) -> Settings:
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)
     values = {"data_dir": data, "models_dir": models, "warmup": False, **overrides}
-    return HermeticSettings(**values)
+    return Settings(**values)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ running out of memory (with and without `allow_downscale`)."""
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +22,8 @@ from app.gatys.optimize import GatysOptions
 from app.jobs import execute
 from app.jobs.store import JobStore
 from app.main import create_app
-from tests.jobs.conftest import png_bytes
+from tests.conftest import assert_problem, make_settings
+from tests.jobs.conftest import JOB_TEST_SETTINGS, png_bytes, wait_for
 
 LONG_RUN = 1000  # iterations no test waits for: only cancellation ends such a job in time
 TINY = {"iterations": "6", "size": "64", "optimizer": "adam"}
@@ -39,36 +39,9 @@ def image_size(data: bytes) -> tuple[int, int]:
         return image.size
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-    return value
-
-
 def job_settings(root: Path, cache_dir: Path, **overrides: Any) -> Settings:
-    """Settings in `root`, sharing the session's converted-weights cache (see tests/conftest)."""
-    data = root / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    if not (data / "cache").exists():
-        (data / "cache").symlink_to(cache_dir, target_is_directory=True)
-    values: dict[str, Any] = {
-        "data_dir": data,
-        "models_dir": root / "models",
-        "warmup": False,
-        # Explicit, so ATELIER_* variables of the environment cannot redirect these tests.
-        "database_url": None,
-        "broker_url": None,
-        "embedded_worker": None,
-        "job_backbone": "efficientnet-lite0",
-        "job_lease_seconds": 5.0,
-        "job_sweep_interval_s": 0.5,
-        "job_poll_interval_s": 0.2,
-        **overrides,
-    }
-    return Settings(**values)
+    """Settings in `root` with tiny-job timings, sharing the session's converted-weights cache."""
+    return make_settings(root, cache_dir, **{**JOB_TEST_SETTINGS, **overrides})
 
 
 @contextmanager
@@ -115,14 +88,6 @@ def poll_state(client: TestClient, job_id: str, states: set[str], timeout: float
         return body if body["state"] in states else None
 
     return wait_for(reached, timeout, f"job {job_id} to reach {sorted(states)}")
-
-
-def problem(response: httpx.Response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["code"] == code, body
-    return body
 
 
 def test_submit_poll_and_fetch_the_result(client: TestClient) -> None:
@@ -173,21 +138,21 @@ def test_cancel_a_running_job(client: TestClient) -> None:
     assert cancelled["state"] == "cancelled"
     assert cancelled["progress"]["iteration"] < LONG_RUN
     assert client.delete(f"/jobs/{job['id']}").json()["state"] == "cancelled"
-    problem(client.get(f"/jobs/{job['id']}/result"), 409, "job_not_succeeded")
+    assert_problem(client.get(f"/jobs/{job['id']}/result"), 409, "job_not_succeeded")
 
 
 def test_cancel_a_queued_job_is_immediate_and_idempotent(idle_client: TestClient) -> None:
     job = submit(idle_client, preview_every="2").json()
     assert job["state"] == "queued"
-    problem(idle_client.get(f"/jobs/{job['id']}/result"), 409, "job_not_succeeded")
-    problem(idle_client.get(f"/jobs/{job['id']}/preview"), 409, "preview_not_ready")
+    assert_problem(idle_client.get(f"/jobs/{job['id']}/result"), 409, "job_not_succeeded")
+    assert_problem(idle_client.get(f"/jobs/{job['id']}/preview"), 409, "preview_not_ready")
 
     first = idle_client.delete(f"/jobs/{job['id']}")
     second = idle_client.delete(f"/jobs/{job['id']}")
     assert first.status_code == second.status_code == 200
     assert first.json()["state"] == second.json()["state"] == "cancelled"
     assert first.json()["finished_at"] == second.json()["finished_at"]
-    problem(idle_client.get(f"/jobs/{job['id']}/preview"), 404, "no_preview")
+    assert_problem(idle_client.get(f"/jobs/{job['id']}/preview"), 404, "no_preview")
 
 
 @pytest.mark.parametrize(
@@ -220,13 +185,13 @@ def test_rejected_submissions(
     code: str,
     mentions: str,
 ) -> None:
-    body = problem(submit(idle_client, styles=styles, **fields), status, code)
+    body = assert_problem(submit(idle_client, styles=styles, **fields), status, code)
     assert mentions in body["detail"], body["detail"]
     assert idle_client.get("/jobs").json()["total"] == 0
 
 
 def test_bad_content_image_is_400(idle_client: TestClient) -> None:
-    body = problem(submit(idle_client, content=b"not an image"), 400, "invalid_image")
+    body = assert_problem(submit(idle_client, content=b"not an image"), 400, "invalid_image")
     assert body["detail"].startswith("content:")
 
 
@@ -238,15 +203,15 @@ def test_unknown_job_ids_are_404(idle_client: TestClient) -> None:
         idle_client.get(f"/jobs/{missing}/result"),
         idle_client.get(f"/jobs/{missing}/preview"),
     ):
-        problem(response, 404, "job_not_found")
-    problem(idle_client.get("/jobs", params={"state": "paused"}), 422, "invalid_parameter")
-    problem(idle_client.get("/jobs", params={"limit": "1000"}), 422, "invalid_parameter")
+        assert_problem(response, 404, "job_not_found")
+    assert_problem(idle_client.get("/jobs", params={"state": "paused"}), 422, "invalid_parameter")
+    assert_problem(idle_client.get("/jobs", params={"limit": "1000"}), 422, "invalid_parameter")
 
 
 def test_too_many_queued_jobs_per_client_is_429(idle_client: TestClient) -> None:
     for _ in range(3):
         assert submit(idle_client).status_code == 202
-    body = problem(submit(idle_client), 429, "too_many_jobs")
+    body = assert_problem(submit(idle_client), 429, "too_many_jobs")
     assert "ATELIER_JOB_MAX_QUEUED_PER_CLIENT" in body["detail"]
     assert int(submit(idle_client).headers["retry-after"]) > 0
     # A cancelled job frees a slot.
@@ -275,8 +240,8 @@ def test_a_job_left_running_by_a_dead_process_finishes_after_restart(make_client
 def test_unreachable_database_is_503_and_the_api_stays_up(make_client) -> None:
     unreachable = "postgresql+psycopg://postgres@127.0.0.1:9/test"
     with make_client(database_url=unreachable) as client:
-        problem(client.get("/jobs"), 503, "database_unavailable")
-        problem(submit(client), 503, "database_unavailable")
+        assert_problem(client.get("/jobs"), 503, "database_unavailable")
+        assert_problem(submit(client), 503, "database_unavailable")
         assert client.get("/health/live").status_code == 200
 
 
@@ -383,5 +348,5 @@ def test_a_downscaled_job_that_runs_out_of_memory_again_fails_with_both_sizes(
 
 
 def test_allow_downscale_must_be_a_boolean(idle_client: TestClient) -> None:
-    problem(submit(idle_client, allow_downscale="maybe"), 422, "invalid_parameter")
+    assert_problem(submit(idle_client, allow_downscale="maybe"), 422, "invalid_parameter")
     assert idle_client.get("/jobs").json()["total"] == 0

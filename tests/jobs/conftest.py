@@ -27,9 +27,9 @@ import httpx
 import numpy as np
 import pytest
 import redis
+from conftest import assert_problem, make_settings
 from fastapi.testclient import TestClient
 from PIL import Image
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -179,41 +179,23 @@ def wait_for(condition: Callable[[], T | None], timeout: float, what: str, step:
         time.sleep(step)
 
 
-class EnvFreeSettings(Settings):
-    """Settings from arguments and defaults only, so ATELIER_* variables of the shell running
-    the tests (API keys, a broker...) cannot change what an app under test does."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        **other_sources: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
+# Tiny-job timings: leases lapse, sweeps and idle polls happen within a second or so.
+JOB_TEST_SETTINGS: dict[str, object] = {
+    "job_backbone": "efficientnet-lite0",
+    "job_lease_seconds": 5.0,
+    "job_sweep_interval_s": 0.5,
+    "job_poll_interval_s": 0.2,
+}
 
 
 @pytest.fixture
 def app_settings(tmp_path: Path, cache_dir: Path) -> Callable[..., Settings]:
     """`app_settings(**overrides)`: settings for a whole app with tiny-job timings. Every call
     shares one data dir, so a second app on them is a restart of the first."""
-    data = tmp_path / "app" / "data"
-    data.mkdir(parents=True)
-    (data / "cache").symlink_to(cache_dir, target_is_directory=True)
 
     def build(**overrides: object) -> Settings:
-        values: dict[str, object] = {
-            "data_dir": data,
-            "models_dir": tmp_path / "app" / "models",
-            "warmup": False,
-            "job_backbone": "efficientnet-lite0",
-            "job_lease_seconds": 5.0,
-            "job_sweep_interval_s": 0.5,
-            "job_poll_interval_s": 0.2,
-            "job_max_queued_per_client": 50,
-            **overrides,
-        }
-        return EnvFreeSettings(**values)
+        values = {**JOB_TEST_SETTINGS, "job_max_queued_per_client": 50, **overrides}
+        return make_settings(tmp_path / "app", cache_dir, **values)
 
     return build
 
@@ -249,15 +231,6 @@ def submit_job(client: TestClient, content: bytes, style: bytes, **fields: str) 
     ]
     data = {"iterations": "6", "size": "64", "optimizer": "adam", **fields}
     return client.post("/jobs", files=files, data=data)
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
-    """An RFC 9457 problem document with our `code`; returns the body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, object] = response.json()
-    assert body["code"] == code, body
-    return body
 
 
 @pytest.fixture
