@@ -182,11 +182,15 @@ class StyleRunner:
         x = F.interpolate(x, size=(PREDICTOR_SIZE, PREDICTOR_SIZE), mode="bilinear", antialias=True)
         return self.style_predictor(x)[0].cpu()
 
-    @torch.inference_mode()
     def stylize(self, pixels: np.ndarray, choice: StyleChoice) -> np.ndarray:
         """Run the network for `choice` on an HxWx3 uint8 array; same size out."""
-        x = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(self.device)
-        x = x.permute(2, 0, 1).unsqueeze(0).float()
+        return self.stylize_batch(pixels[None], choice)[0]
+
+    @torch.inference_mode()
+    def stylize_batch(self, frames: np.ndarray, choice: StyleChoice) -> np.ndarray:
+        """Run the network on NxHxWx3 uint8 frames of one size in one call (video on GPUs)."""
+        x = torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(self.device)
+        x = x.permute(0, 3, 1, 2).float()
         x, h, w = pad_for_network(x, self.cuda.compile_bucket if self.cuda.compile else 4)
         if self.cuda.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -198,7 +202,7 @@ class StyleRunner:
             else:
                 y = self._run_single(x, choice)
         y = (y[..., :h, :w].float() + 0.5).to(torch.uint8)
-        return y[0].permute(1, 2, 0).cpu().numpy()
+        return y.permute(0, 2, 3, 1).cpu().numpy()
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         dtype = _AUTOCAST.get(self.cuda.precision)
@@ -240,7 +244,7 @@ class StyleRunner:
         For arbitrary styles strength interpolates style vectors between the photo's own and the
         painting's, as Ghiasi et al. do; for the other engines it blends pixels.
         """
-        vector = _arbitrary_vector(choice)
+        vector = arbitrary_vector(choice)
         if vector is not None and strength < 1.0:
             own = self.style_vector(pixels)
             choice = StyleVector(strength * vector + (1.0 - strength) * own)
@@ -251,7 +255,8 @@ class StyleRunner:
         return blend(stylized, pixels, strength)
 
 
-def _arbitrary_vector(choice: StyleChoice) -> torch.Tensor | None:
+def arbitrary_vector(choice: StyleChoice) -> torch.Tensor | None:
+    """The painting style vector `choice` renders with, or None for trained styles."""
     if isinstance(choice, StyleVector):
         return choice.vector
     if isinstance(choice, SingleStyle) and choice.style.engine is Engine.arbitrary:
