@@ -128,6 +128,51 @@ class Settings(BaseSettings):
         "after they end; None = keep forever.",
     )
 
+    # Video and animated-image jobs; the live webcam stream.
+    video_max_bytes: int = Field(
+        40 * 1024 * 1024,
+        gt=0,
+        description="Largest uploaded clip; the request as a whole stays under "
+        "ATELIER_MAX_REQUEST_BYTES.",
+    )
+    video_max_duration_s: float = Field(60.0, gt=0, description="Longest clip, in seconds.")
+    video_max_frames: int = Field(1800, ge=1, description="Most frames in one clip.")
+    video_max_frame_pixels: int = Field(
+        1920 * 1080,
+        gt=0,
+        description="Declared width x height of a clip's frames, checked from the header.",
+    )
+    video_default_max_size: int = Field(
+        640, ge=16, description="Output long side of a video job that names no `max_size`."
+    )
+    video_default_stabilize: float = Field(
+        0.7,
+        ge=0.0,
+        le=0.95,
+        description="Flow-guided temporal stabilization weight when a job names none; 0 = off.",
+    )
+    video_chunk_frames: int = Field(
+        30, ge=1, description="Frames per encoded chunk: the checkpoint and resume granularity."
+    )
+    video_batch_frames: int = Field(
+        8, ge=1, description="Frames per network call on CUDA (CPU renders one at a time)."
+    )
+    live_max_sessions: int = Field(4, ge=1, description="Concurrent live WebSocket streams.")
+    live_max_size: int = Field(
+        640, ge=16, description="Long side a live frame is stylized at (larger ones shrink)."
+    )
+    live_max_frame_bytes: int = Field(
+        1024 * 1024, gt=0, description="Largest JPEG frame a live client may send."
+    )
+    live_token_ttl_s: int = Field(
+        60, ge=1, description="How long a live token from POST /live/token can open a stream."
+    )
+    live_token_secret: str | None = Field(
+        None,
+        description="Key that signs live tokens; None = random per process (set one shared "
+        "value when several API processes serve the same clients).",
+    )
+
     # Access, exposure and logs.
     api_keys: str = Field(
         "",

@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__
-from app.api import health, jobs, metrics, predict, styles
+from app.api import health, jobs, live, metrics, predict, styles
 from app.api.access import AccessControl
 from app.api.body_limit import BodySizeLimit
 from app.api.problems import install_problem_handlers
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(styles.router)
     app.include_router(jobs.router)
+    app.include_router(live.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
 
