@@ -49,6 +49,7 @@ AUDIO_CODECS: dict[VideoFormat, frozenset[str]] = {
 H264_OPTIONS = {"preset": "veryfast", "crf": "20", "x264-params": "bframes=0"}
 VP9_OPTIONS = {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "1"}
 WEBP_QUALITY = 90
+SPARE_INDEX = 255  # GIF frames use 255 colours; the last palette entry is kept for nudges
 
 
 class IncompatibleOutput(ValueError):
@@ -220,15 +221,22 @@ def _distinct_gif_frames(images: list[Image.Image]) -> list[Image.Image]:
     """Quantize each frame; nudge one palette index where a frame equals the previous one.
 
     Pillow's GIF writer merges identical consecutive frames (adding their delays), which would
-    change the frame count; one pixel one palette entry off keeps every frame.
+    change the frame count; one pixel one bit off keeps every frame.
     """
     quantized: list[Image.Image] = []
     previous: np.ndarray | None = None
     for image in images:
-        frame = image.quantize(colors=255, method=Image.Quantize.MEDIANCUT)
+        frame = image.quantize(colors=SPARE_INDEX, method=Image.Quantize.MEDIANCUT)
         indices = np.asarray(frame)
         if previous is not None and np.array_equal(indices, previous):
-            frame.putpixel((0, 0), (int(indices[0, 0]) + 1) % 255)
+            # Entry 255 is spare (255 colours were asked for): a copy of pixel (0, 0)'s colour
+            # with the lowest red bit flipped.
+            palette = (frame.getpalette() or []) + [0] * 768
+            index = int(indices[0, 0])
+            red, green, blue = palette[3 * index : 3 * index + 3]
+            palette[3 * SPARE_INDEX : 3 * SPARE_INDEX + 3] = [red ^ 1, green, blue]
+            frame.putpalette(palette[:768])
+            frame.putpixel((0, 0), SPARE_INDEX)
             indices = np.asarray(frame)
         quantized.append(frame)
         previous = indices

@@ -231,10 +231,15 @@ def _probe_image(path: Path, kind: MediaKind, limits: VideoLimits) -> MediaInfo:
                 image.seek(index)
                 image.load()
                 durations.append(frame_duration_ms(image))
+    except VideoRejected:
+        raise
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise VideoRejected(f"the animated image is corrupt or truncated ({exc})") from exc
     except Image.DecompressionBombError as exc:
-        raise VideoTooLarge(f"the animated image declares too many pixels ({exc})") from exc
+        raise VideoTooLarge(
+            "the animated image declares more pixels than Pillow will open; the limit is "
+            f"{limits.max_frame_pixels:,} per frame (ATELIER_VIDEO_MAX_FRAME_PIXELS)"
+        ) from exc
     total_ms = sum(durations)
     fps = 1000.0 * frames / total_ms if total_ms else 10.0
     return MediaInfo(
