@@ -10,9 +10,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__
-from app.api import health, jobs, live, metrics, predict, styles
+from app.api import (
+    health,
+    jobs,
+    live,
+    metrics,
+    predict,
+    styles,
+    training_jobs,
+    video_jobs,
+)
 from app.api.access import AccessControl
 from app.api.body_limit import BodySizeLimit
+from app.api.docs import documented_app
 from app.api.problems import install_problem_handlers
 from app.api.studio import mount_studio
 from app.config import Settings, get_settings
@@ -61,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         job_runtime.stop()
         service.close()
 
-    app = FastAPI(
+    app = documented_app(
         title="Atelier",
         version=__version__,
         description=DESCRIPTION,

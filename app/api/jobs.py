@@ -22,9 +22,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from app.api.access import Client, require_client
+from app.api.access import Client, may_access, require_client
+from app.api.job_submission import check_pending, enqueue, invalid
 from app.api.problems import ProblemError, problem_responses
-from app.api.uploads import read_upload
+from app.api.uploads import FileList, read_upload
 from app.config import Settings
 from app.gatys.optimize import GatysOptions
 from app.imaging.decode import ImageRejected, decode_image
@@ -77,7 +78,7 @@ def owned_job(jobs: JobsRuntime, job_id: str, client: Client) -> Job:
     """The job, or 404 when API keys are on and it belongs to another key (never 403, which
     would confirm the id exists)."""
     job = jobs.store.get(job_id)
-    if client.authenticated and job.owner != client.id:
+    if not may_access(client.scope, job.owner):
         raise JobNotFound(job_id)
     return job
 
@@ -173,9 +174,7 @@ async def submit_job(
     request: Request,
     response: Response,
     content: Annotated[UploadFile, File(description="The photo to stylise.")],
-    style: Annotated[
-        list[UploadFile] | None, File(description="One or more style images (paintings).")
-    ] = None,
+    style: Annotated[FileList, File(description="One or more style images (paintings).")] = None,
     style_name: Annotated[
         str | None, Form(max_length=200, description="A catalog style with a reference image.")
     ] = None,

@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import Response
 
-from app.api.access import Client, require_client
-from app.api.deps import get_runner, get_service, get_user_styles
+from app.api.access import Client
+from app.api.deps import get_client, get_runner, get_service, get_user_styles
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import (
+    FileList,
     parse_style_weights,
     read_style_images,
     read_upload,
@@ -22,7 +23,7 @@ from app.imaging.encode import MEDIA_TYPES, OutputFormat
 from app.inference.predict import PredictOptions, predict_bytes
 from app.inference.runner import StyleRunner
 from app.service import Service
-from app.styles.catalog import Engine, SingleStyle
+from app.styles.catalog import Engine, SingleStyle, StyleOrigin
 from app.styles.user_styles import UserStyleStore
 
 router = APIRouter(tags=["model"])
@@ -72,7 +73,7 @@ async def predict(
     ] = False,
     format: Annotated[OutputFormat, Query(description="Output image format.")] = OutputFormat.jpeg,
     style_image: Annotated[
-        list[UploadFile] | None,
+        FileList,
         File(
             description="Painting(s) to use as the style in one pass (arbitrary style); "
             "overrides `style`. Repeat the field to blend several."
@@ -143,11 +144,13 @@ async def predict(
 
 
 def _style_label(options: PredictOptions) -> str:
-    """Metric label: the style's name; paintings and blends share one label each."""
+    """Metric label: the style's name; paintings, blends and user styles share one label each
+    (/metrics is public, and a user style's name is private to its key)."""
     if options.style_images:
         return "style-image"
     if isinstance(options.choice, SingleStyle):
-        return options.choice.style.name
+        style = options.choice.style
+        return "user-style" if style.origin is StyleOrigin.user else style.name
     return "blend"
 
 

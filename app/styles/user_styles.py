@@ -82,11 +82,10 @@ class UserStyleStore:
         with Session(self.engine) as session:
             return [to_style(row) for row in session.scalars(query)]
 
-    @staticmethod
-    def is_visible(style: Style, owner: str | None) -> bool:
-        return owner is None or style.owner == owner
-
     def add(self, new: NewUserStyle) -> Style:
+        vector = None
+        if new.vector is not None:
+            vector = new.vector.detach().cpu().to(torch.float32).numpy().tobytes()
         row = UserStyleRow(
             name=new.name,
             title=new.title,

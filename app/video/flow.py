@@ -34,8 +34,8 @@ def optical_flow(current: np.ndarray, previous: np.ndarray, method: FlowMethod) 
     )  # fmt: skip
 
 
-def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Sample `image` at (x, y) + flow(x, y), bilinear, replicating borders."""
+def warp(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Sample `image` at (x, y) + flow(x, y) (bilinear unless told), replicating borders."""
     height, width = flow.shape[:2]
     grid_x, grid_y = np.meshgrid(
         np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)
@@ -44,7 +44,7 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
         image,
         grid_x + flow[..., 0],
         grid_y + flow[..., 1],
-        interpolation=cv2.INTER_LINEAR,
+        interpolation=interpolation,
         borderMode=cv2.BORDER_REPLICATE,
     )
 
