@@ -29,6 +29,19 @@ class Client:
     id: str
     authenticated: bool
 
+    @property
+    def scope(self) -> str | None:
+        """Whose data this client may read: its own with API keys on; None (everyone's) with
+        keys off, where whoever reaches the service is the one trusted user."""
+        return self.id if self.authenticated else None
+
+
+def may_access(scope: str | None, owner: str | None) -> bool:
+    """The owner check of every route that reads user-owned data (user styles, jobs, their
+    images): keys off (`scope` None) sees all; a key sees only what it created. Callers answer
+    404 when this is False, never 403, which would confirm the name or id exists."""
+    return scope is None or owner == scope
+
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()

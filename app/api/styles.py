@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from app import __version__
-from app.api.access import Client, require_client
+from app.api.access import Client, may_access, require_client
 from app.api.deps import get_runner, get_service, get_user_styles
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import find_style, read_upload, run_inference
@@ -24,6 +24,9 @@ from app.styles.user_styles import DuplicateStyle, NewUserStyle, UserStyleStore
 from app.weights.manifest import STYLE_NAME
 
 router = APIRouter(tags=["model"])
+
+# A private thumbnail must not be kept by shared caches, nor reused for another key.
+PRIVATE = {"Cache-Control": "private, no-cache", "Vary": "X-API-Key, Authorization"}
 
 
 class ModelMetadata(BaseModel):
@@ -86,8 +89,7 @@ async def list_styles(
     client: Client = Depends(require_client),
 ) -> StyleList:
     default = service.default_style
-    owner = client.id if client.authenticated else None
-    styles = service.catalog.all() + await run_in_threadpool(user_styles.visible_to, owner)
+    styles = service.catalog.all() + await run_in_threadpool(user_styles.visible_to, client.scope)
     return StyleList(
         default=default,
         styles=[_info(request, style, style.name == default) for style in styles],
@@ -168,8 +170,7 @@ async def delete_style(
             f"{key!r} is a built-in or installed style; it cannot be deleted",
         )
     style = await run_in_threadpool(user_styles.get, key)
-    owner = client.id if client.authenticated else None
-    if style is None or not user_styles.is_visible(style, owner):
+    if style is None or not may_access(client.scope, style.owner):
         raise ProblemError(404, "unknown_style", f"no user style named {name!r}")
     await run_in_threadpool(user_styles.remove, key)
     service.thumbnails.invalidate(key)
@@ -182,27 +183,33 @@ async def delete_style(
     response_class=Response,
     responses={
         200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
-        **problem_responses(404, 422, 503),
+        **problem_responses(401, 404, 422, 429, 503),
     },
 )
 async def thumbnail(
+    request: Request,
     name: Annotated[str, Path(max_length=100)],
     service: Service = Depends(get_service),
     runner: StyleRunner = Depends(get_runner),
     user_styles: UserStyleStore = Depends(get_user_styles),
 ) -> Response:
-    style = await find_style(service, user_styles, name, owner=None)
-    if style.origin is StyleOrigin.user:
+    """Built-in and installed styles' thumbnails are public (the studio shows them before any
+    key is entered); a user style's is private to its key, exactly like using the style."""
+    scope = None if name in service.catalog else require_client(request).scope
+    style = await find_style(service, user_styles, name, scope)
+    private = style.origin is StyleOrigin.user
+    headers = PRIVATE if private else {"Cache-Control": "max-age=3600"}
+    if private:
         stored = await run_in_threadpool(user_styles.thumbnail, style.name)
         if stored is not None:
-            return Response(stored, media_type="image/jpeg")
+            return Response(stored, media_type="image/jpeg", headers=headers)
     data = await run_inference(
         service,
         service.thumbnails.get,
         style.name,
         lambda pixels: runner.render(pixels, SingleStyle(style)),
     )
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+    return Response(data, media_type="image/jpeg", headers=headers)
 
 
 def _info(request: Request, style: Style, default: bool) -> StyleInfo:

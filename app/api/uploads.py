@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import UploadFile
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BeforeValidator
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.api.access import may_access
 from app.api.problems import ProblemError
 from app.config import Settings
 from app.imaging.decode import ImageRejected
@@ -25,6 +27,18 @@ from app.styles.catalog import (
 from app.styles.user_styles import UserStyleStore
 
 T = TypeVar("T")
+
+
+def _without_empty_fields(value: Any) -> Any:
+    """Swagger UI's "Try it out" (and some form libraries) send an empty text field for a file
+    list nobody picked files for; that means "no files", not a malformed upload."""
+    if isinstance(value, list):
+        return [item for item in value if not (isinstance(item, str) and item == "")]
+    return value
+
+
+# An optional repeated file field (`style_image`, `style`), e.g. `Annotated[FileList, File()]`.
+FileList = Annotated[list[UploadFile] | None, BeforeValidator(_without_empty_fields)]
 
 
 async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
@@ -92,7 +106,8 @@ async def resolve_style(
 async def find_style(
     service: Service, user_styles: UserStyleStore, name: str, owner: str | None
 ) -> Style:
-    """Look `name` up in the catalog, then among user styles (read from the shared database)."""
+    """Look `name` up in the catalog, then among the user styles `owner` (a `Client.scope`) may
+    use, read from the shared database."""
     if name in service.catalog:
         return service.catalog.get(name)
     try:
@@ -104,7 +119,7 @@ async def find_style(
             "user styles are unavailable: the database is down",
             headers={"Retry-After": "5"},
         ) from exc
-    if style is None or not user_styles.is_visible(style, owner):
+    if style is None or not may_access(owner, style.owner):
         raise _unknown(name, service.catalog.names())
     return style
 

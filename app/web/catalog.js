@@ -1,7 +1,7 @@
 // The style picker: one radio tile per catalog style (thumbnail and title), plus a tile for a
 // painting the user dropped in when the server can stylize with arbitrary paintings.
 
-import { getJson } from "./api.js";
+import { apiKey, getJson, request } from "./api.js";
 
 export const PAINTING = "@painting";
 
@@ -179,7 +179,20 @@ class ThumbnailLoader {
       settle(true);
     };
     item.image.onerror = () => settle(false);
-    item.image.src = withAttempt(item.url, item.attempt);
+    const url = withAttempt(item.url, item.attempt);
+    if (apiKey() && !url.startsWith("blob:")) {
+      // A user style's thumbnail is private to its key, which an <img> cannot send.
+      request(url, {}, 0)
+        .then((response) => response.blob())
+        .then((blob) => {
+          const objectUrl = URL.createObjectURL(blob);
+          item.image.addEventListener("load", () => URL.revokeObjectURL(objectUrl), { once: true });
+          item.image.src = objectUrl;
+        })
+        .catch(() => settle(false));
+      return;
+    }
+    item.image.src = url;
   }
 }
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 
 from app.jobs.models import BlobKind
-from tests.conftest import assert_problem, image_bytes
+from tests.conftest import assert_problem, decode_rgb, image_bytes
 
 KEY_A = "alpha-key-0123456789"
 KEY_B = "bravo-key-9876543210"
@@ -78,20 +78,49 @@ def test_a_job_is_visible_only_to_the_key_that_created_it(make_client) -> None:
 
 def test_user_styles_belong_to_their_key(make_client) -> None:
     painting = {"image": ("p.png", image_bytes(64, 64, seed=9), "image/png")}
+    private = "alpha-private-style"
     with make_client(api_keys=f"{KEY_A},{KEY_B}") as client:
         mine, theirs = {"X-API-Key": KEY_A}, {"X-API-Key": KEY_B}
-        created = client.post("/model/styles", files=painting, data={"name": "mine"}, headers=mine)
+        created = client.post("/model/styles", files=painting, data={"name": private}, headers=mine)
         assert created.status_code == 201, created.text
-        assert "mine" in [
-            s["name"] for s in client.get("/model/styles", headers=mine).json()["styles"]
-        ]
-        assert "mine" not in [
-            s["name"] for s in client.get("/model/styles", headers=theirs).json()["styles"]
-        ]
-        used = client.post("/model/predict?style=mine&max_size=32", files=photo(), headers=theirs)
-        assert_problem(used, 404, "unknown_style")
-        assert_problem(client.delete("/model/styles/mine", headers=theirs), 404, "unknown_style")
-        assert client.delete("/model/styles/mine", headers=mine).status_code == 204
+        assert private in style_names(client, mine)
+        assert private not in style_names(client, theirs)
+        used = client.post(
+            f"/model/predict?style={private}&max_size=32", files=photo(), headers=mine
+        )
+        assert used.status_code == 200, used.text
+        assert_problem(
+            client.post(f"/model/predict?style={private}&max_size=32", files=photo()),
+            401,
+            "missing_api_key",
+        )
+        assert_problem(
+            client.post(
+                f"/model/predict?style={private}&max_size=32", files=photo(), headers=theirs
+            ),
+            404,
+            "unknown_style",
+        )
+
+        thumbnail = f"/model/styles/{private}/thumbnail"
+        assert created.headers["location"].endswith(thumbnail)
+        own = client.get(thumbnail, headers=mine)
+        assert own.status_code == 200 and own.headers["content-type"] == "image/jpeg"
+        assert decode_rgb(own.content).shape[2] == 3
+        assert "private" in own.headers["cache-control"]
+        assert_problem(client.get(thumbnail, headers=theirs), 404, "unknown_style")
+        assert_problem(client.get(thumbnail), 401, "missing_api_key")
+        # Built-in thumbnails stay public: the studio shows them before a key is entered.
+        public = client.get("/model/styles/crimson-fire/thumbnail")
+        assert public.status_code == 200 and public.headers["content-type"] == "image/jpeg"
+        # /metrics is open: a private style's name must not show up in its labels.
+        assert private not in client.get("/metrics").text
+
+        assert_problem(
+            client.delete(f"/model/styles/{private}", headers=theirs), 404, "unknown_style"
+        )
+        assert client.delete(f"/model/styles/{private}", headers=mine).status_code == 204
+        assert_problem(client.get(thumbnail, headers=mine), 404, "unknown_style")
 
 
 def test_rate_limit_answers_429_with_retry_after(make_client) -> None:
