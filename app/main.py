@@ -22,6 +22,7 @@ from app.api import (
 )
 from app.api.access import AccessControl
 from app.api.body_limit import BodySizeLimit
+from app.api.database import install_database_handlers
 from app.api.docs import documented_app
 from app.api.problems import install_problem_handlers
 from app.api.studio import mount_studio
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.access = AccessControl(settings.api_key_list, settings.rate_limit)
     app.state.metrics = service_metrics
     install_problem_handlers(app)
+    install_database_handlers(app)
     app.include_router(predict.router)
     app.include_router(styles.router)
     app.include_router(jobs.router)

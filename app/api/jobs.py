@@ -19,8 +19,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from PIL import Image
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.api.access import Client, may_access, require_client
 from app.api.job_submission import check_pending, enqueue, invalid
@@ -41,8 +39,8 @@ DATABASE_RETRY_AFTER_S = 5
 
 
 class _JobsRoute(APIRoute):
-    """Maps store outcomes shared by every route: unknown ids to 404, an unreachable database
-    to 503, so each route stays a few lines of happy path."""
+    """Maps unknown ids to 404 for every job route, so each stays a few lines of happy path (an
+    unreachable database is a 503 for every route: app.api.database)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -52,13 +50,6 @@ class _JobsRoute(APIRoute):
                 return await handler(request)
             except JobNotFound as exc:
                 raise ProblemError(404, "job_not_found", str(exc)) from exc
-            except (OperationalError, InterfaceError, PoolTimeout) as exc:
-                raise ProblemError(
-                    503,
-                    "database_unavailable",
-                    "the job database is unreachable; retry shortly",
-                    headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
-                ) from exc
 
         return handle
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from app import __version__
 from app.api.access import Client, may_access, require_client
+from app.api.database import with_schema
 from app.api.deps import get_runner, get_service, get_user_styles
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import find_style, read_upload, run_inference
@@ -89,7 +90,9 @@ async def list_styles(
     client: Client = Depends(require_client),
 ) -> StyleList:
     default = service.default_style
-    styles = service.catalog.all() + await run_in_threadpool(user_styles.visible_to, client.scope)
+    styles = service.catalog.all() + await with_schema(
+        user_styles, user_styles.visible_to, client.scope
+    )
     return StyleList(
         default=default,
         styles=[_info(request, style, style.name == default) for style in styles],
@@ -143,7 +146,7 @@ async def register_style(
         thumbnail=painting.thumbnail,
     )
     try:
-        style = await run_in_threadpool(user_styles.add, new)
+        style = await with_schema(user_styles, user_styles.add, new)
     except DuplicateStyle as exc:
         raise ProblemError(409, "style_exists", f"a style named {name!r} already exists") from exc
     response.headers["Location"] = str(request.url_for("thumbnail", name=name))
@@ -169,7 +172,7 @@ async def delete_style(
             "style_protected",
             f"{key!r} is a built-in or installed style; it cannot be deleted",
         )
-    style = await run_in_threadpool(user_styles.get, key)
+    style = await with_schema(user_styles, user_styles.get, key)
     if style is None or not may_access(client.scope, style.owner):
         raise ProblemError(404, "unknown_style", f"no user style named {name!r}")
     await run_in_threadpool(user_styles.remove, key)

@@ -6,11 +6,10 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import UploadFile
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BeforeValidator
-from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.access import may_access
+from app.api.database import DATABASE_OUTAGES, database_unavailable, with_schema
 from app.api.problems import ProblemError
 from app.config import Settings
 from app.imaging.decode import ImageRejected
@@ -111,14 +110,11 @@ async def find_style(
     if name in service.catalog:
         return service.catalog.get(name)
     try:
-        style = await run_in_threadpool(user_styles.get, normalise_name(name))
-    except SQLAlchemyError as exc:
-        raise ProblemError(
-            503,
-            "database_unavailable",
-            "user styles are unavailable: the database is down",
-            headers={"Retry-After": "5"},
-        ) from exc
+        style = await with_schema(user_styles, user_styles.get, normalise_name(name))
+    except DATABASE_OUTAGES as exc:
+        # The same answer as every HTTP route's; also here for the /live WebSocket, where
+        # HTTP exception handlers do not apply.
+        raise database_unavailable() from exc
     if style is None or not may_access(owner, style.owner):
         raise _unknown(name, service.catalog.names())
     return style

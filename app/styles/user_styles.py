@@ -70,9 +70,14 @@ def to_style(row: UserStyleRow) -> Style:
 class UserStyleStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._schema_ready = False
 
     def create_schema(self) -> None:
+        """Called before each use, so it does the work once per store."""
+        if self._schema_ready:
+            return
         UserStylesBase.metadata.create_all(self.engine)
+        self._schema_ready = True
 
     def visible_to(self, owner: str | None) -> list[Style]:
         """Styles `owner` may use; `owner=None` (no API keys configured) sees them all."""

@@ -290,6 +290,82 @@ def test_a_database_down_at_start_up_is_used_once_it_is_back(
         assert done["state"] == "succeeded", done["error"]
 
 
+def relayed_database(
+    postgres_schema_url: str, relays: Callable[[int, str], Relay]
+) -> tuple[str, Relay]:
+    """The test schema's URL through a fresh relay, and that relay."""
+    url = make_url(postgres_schema_url)
+    relay = relays(url.port or 5432, url.host or "127.0.0.1")
+    relayed = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+    return relayed, relay
+
+
+def register_style(client: TestClient, helpers, name: str) -> httpx.Response:
+    painting = {"image": ("painting.png", helpers.png(64, 64, seed=5), "image/png")}
+    return client.post("/model/styles", files=painting, data={"name": name})
+
+
+def predict_with(client: TestClient, helpers, style: str) -> httpx.Response:
+    return client.post(
+        "/model/predict",
+        params={"style": style, "max_size": "32"},
+        files={"image": ("photo.png", helpers.png(48, 32), "image/png")},
+    )
+
+
+def test_user_style_routes_are_503_while_the_database_is_down(
+    app_settings: Callable[..., Settings],
+    postgres_schema_url: str,
+    relays: Callable[[int, str], Relay],
+    helpers,
+) -> None:
+    relayed, relay = relayed_database(postgres_schema_url, relays)
+    with running(app_settings(database_url=relayed)) as client:
+        assert register_style(client, helpers, "outage-kept").status_code == 201
+
+        relay.down("refuse")
+        requests: dict[str, Callable[[], httpx.Response]] = {
+            "list": lambda: client.get("/model/styles"),
+            "register": lambda: register_style(client, helpers, "outage-new"),
+            "delete": lambda: client.delete("/model/styles/outage-kept"),
+            "thumbnail": lambda: client.get("/model/styles/outage-kept/thumbnail"),
+            "predict": lambda: predict_with(client, helpers, "outage-kept"),
+        }
+        for name, call in requests.items():
+            response = answered_within(DB_OUTAGE_ANSWER_S, call, relay, name)
+            helpers.problem(response, 503, "database_unavailable")
+            assert int(response.headers["retry-after"]) > 0, name
+        predict_ok(client, helpers)  # catalog styles need no database
+        assert client.get("/model/styles/crimson-fire/thumbnail").status_code == 200
+
+        relay.up()
+        names = [style["name"] for style in client.get("/model/styles").json()["styles"]]
+        assert "outage-kept" in names and "outage-new" not in names
+        assert predict_with(client, helpers, "outage-kept").status_code == 200
+        assert client.delete("/model/styles/outage-kept").status_code == 204
+
+
+def test_user_styles_work_once_a_database_down_at_start_up_is_back(
+    app_settings: Callable[..., Settings],
+    postgres_schema_url: str,
+    relays: Callable[[int, str], Relay],
+    helpers,
+) -> None:
+    relayed, relay = relayed_database(postgres_schema_url, relays)
+    relay.down("refuse")
+    with running(app_settings(database_url=relayed)) as client:
+        helpers.problem(client.get("/model/styles"), 503, "database_unavailable")
+        helpers.problem(register_style(client, helpers, "late"), 503, "database_unavailable")
+
+        relay.up()
+        # The tables never existed: the first use after the outage creates them.
+        created = register_style(client, helpers, "late")
+        assert created.status_code == 201, created.text
+        assert predict_with(client, helpers, "late").status_code == 200
+        thumbnail = client.get("/model/styles/late/thumbnail")
+        assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
+
+
 # --- broker -------------------------------------------------------------------------------
 
 
