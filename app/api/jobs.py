@@ -7,6 +7,7 @@ an upload that could not run and the database holds no more pixels than needed.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Callable, Coroutine
@@ -31,14 +32,21 @@ from app.imaging.encode import MEDIA_TYPES, OutputFormat, encode_image
 from app.jobs.models import BlobKind, Job, JobState
 from app.jobs.options import DOWNSCALE_FACTOR, options_to_json
 from app.jobs.runtime import JobsRuntime
-from app.jobs.store import JobNotFound, NewJob
+from app.jobs.store import JobNotFound, JobStore, NewJob
 from app.styles.catalog import UnknownStyle
 
-BUSY_RETRY_AFTER_S = 30  # a queued job takes tens of seconds at least
-DATABASE_RETRY_AFTER_S = 5
+RESULT_CACHE_ENTRIES = 32  # re-encoded results kept; a 1024 px JPEG is ~0.3 MB
+RESULT_SUFFIXES = {
+    "application/octet-stream": ".pth",
+    "video/mp4": ".mp4",
+    "video/webm": ".webm",
+    "video/quicktime": ".mov",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+}
 
 
-class _JobsRoute(APIRoute):
+class JobsRoute(APIRoute):
     """Maps unknown ids to 404 for every job route, so each stays a few lines of happy path (an
     unreachable database is a 503 for every route: app.api.database)."""
 
@@ -54,7 +62,7 @@ class _JobsRoute(APIRoute):
         return handle
 
 
-router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=_JobsRoute)
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=JobsRoute)
 
 
 def get_jobs(request: Request) -> JobsRuntime:
@@ -85,10 +93,14 @@ class JobProgress(BaseModel):
     style_loss: float | None
     tv_loss: float | None
     eta_s: float | None = Field(description="Estimated seconds left; null until measurable.")
+    metrics: dict[str, float] | None = Field(
+        None, description="Kind-specific numbers: `images_per_s` (training), `fps` (video)."
+    )
 
 
 class JobResource(BaseModel):
     id: str
+    kind: str = Field(description="`gatys`, `training` or `video`.")
     state: JobState
     created_at: datetime
     started_at: datetime | None
@@ -99,13 +111,16 @@ class JobResource(BaseModel):
         "it was retried at)."
     )
     style_images: int
-    backbone: str = Field(description="Feature network; `auto` until a worker resolves it.")
+    backbone: str | None = Field(
+        description="Feature network; `auto` until a worker resolves it; null for video."
+    )
     device: str | None
     attempts: int = Field(description="Runs started; a job whose worker died is run again.")
     cancel_requested: bool
     progress: JobProgress
     timings: dict[str, float] | None = Field(
-        description="Seconds: queued_s, load_s, optimize_s, total_s (set when the job ends)."
+        description="Seconds: queued_s (waiting), run_s (loading and running), total_s; "
+        "set when the job ends."
     )
     error: str | None
     links: dict[str, str]
@@ -115,6 +130,7 @@ class JobResource(BaseModel):
         base = f"/jobs/{job.id}"
         return cls(
             id=job.id,
+            kind=job.kind,
             state=job.state,
             created_at=job.created_at,
             started_at=job.started_at,
@@ -133,6 +149,7 @@ class JobResource(BaseModel):
                 style_loss=job.style_loss,
                 tv_loss=job.tv_loss,
                 eta_s=job.eta_s,
+                metrics=job.metrics,
             ),
             timings=job.timings,
             error=job.error,
@@ -220,23 +237,14 @@ async def submit_job(
         preview_every=preview_every if preview_every is not None else settings.job_preview_every,
     )
     owner = client.id
-    pending = await run_in_threadpool(jobs.store.count_pending, owner)
-    if pending >= settings.job_max_queued_per_client:
-        raise ProblemError(
-            429,
-            "too_many_jobs",
-            f"this client already has {pending} queued or running jobs (limit "
-            f"{settings.job_max_queued_per_client}, ATELIER_JOB_MAX_QUEUED_PER_CLIENT); "
-            "retry when one has finished",
-            headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
-        )
+    await check_pending(jobs, owner)
     content_png = await _normalised(content, "content", options.output_size, settings)
     style_side = max(16, round(options.output_size * options.style_scale))
     style_pngs = [
         await _normalised(upload, f"style image {index + 1}", style_side, settings)
         for index, upload in enumerate(uploads)
     ]
-    new = NewJob(
+    new = NewJob.gatys(
         options=options_to_json(options, allow_downscale=allow_downscale),
         backbone=settings.job_backbone,
         total=options.iterations,
@@ -244,19 +252,7 @@ async def submit_job(
         styles=style_pngs,
         owner=owner,
     )
-    job = await run_in_threadpool(jobs.store.create, new)
-    try:
-        await run_in_threadpool(jobs.announce, job.id)
-    except Exception as exc:
-        reason = f"the job could not be queued: broker unavailable ({exc})"
-        await run_in_threadpool(jobs.store.fail_unstarted, job.id, reason)
-        raise ProblemError(
-            503,
-            "broker_unavailable",
-            "the job queue is unreachable; retry shortly",
-            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
-        ) from exc
-    response.headers["Location"] = f"/jobs/{job.id}"
+    job = await enqueue(jobs, new, response)
     return JobResource.of(job)
 
 
@@ -320,30 +316,44 @@ def cancel_job(
 @router.get(
     "/{job_id}/result",
     response_class=Response,
-    summary="The stylised image of a succeeded job",
+    summary="The result of a succeeded job: an image (Gatys), weights (training) or a video",
     responses={200: _IMAGE, **problem_responses(401, 404, 409, 422, 429, 503)},
 )
 def job_result(
     job_id: str,
-    format: Annotated[OutputFormat, Query(description="Output image format.")] = OutputFormat.jpeg,
+    format: Annotated[
+        OutputFormat | None,
+        Query(description="Image format of a Gatys result (default jpeg); other kinds ignore it."),
+    ] = None,
     jobs: JobsRuntime = Depends(get_jobs),
     client: Client = Depends(require_client),
 ) -> Response:
+    """Stored bytes are served as they are when no conversion is asked for; a Gatys result in
+    another image format is encoded once and kept in a small cache (results never change)."""
     job = owned_job(jobs, job_id, client)
-    png = jobs.store.blob(job_id, BlobKind.result) if job.state is JobState.succeeded else None
-    if png is None:
+    stored = (
+        jobs.store.stored_blob(job_id, BlobKind.result) if job.state is JobState.succeeded else None
+    )
+    if stored is None:
         detail = f"job {job_id} is {job.state.value}; the result exists once it has succeeded"
         if job.error:
             detail += f" (error: {job.error})"
         raise ProblemError(409, "job_not_succeeded", detail, extra={"state": job.state.value})
-    pixels = _pixels(png)
-    data = png if format is OutputFormat.png else encode_image(pixels, format)
+    if job.kind != "gatys":
+        suffix = RESULT_SUFFIXES.get(stored.media_type, "")
+        return Response(
+            stored.data,
+            media_type=stored.media_type,
+            headers={"Content-Disposition": f'attachment; filename="{job_id}{suffix}"'},
+        )
+    wanted = format or OutputFormat.jpeg
+    data, (width, height) = _encoded_result(jobs.store, job_id, wanted)
     return Response(
         data,
-        media_type=MEDIA_TYPES[format],
+        media_type=MEDIA_TYPES[wanted],
         headers={
-            "Content-Disposition": f'inline; filename="{job_id}.{format.value}"',
-            "X-Image-Size": f"{pixels.shape[1]}x{pixels.shape[0]}",
+            "Content-Disposition": f'inline; filename="{job_id}.{wanted.value}"',
+            "X-Image-Size": f"{width}x{height}",
         },
     )
 
@@ -363,45 +373,37 @@ def job_preview(
     client: Client = Depends(require_client),
 ) -> Response:
     job = owned_job(jobs, job_id, client)
-    if job.state is JobState.succeeded:
-        png = jobs.store.blob(job_id, BlobKind.result)
-        data = encode_image(_pixels(png), OutputFormat.jpeg) if png is not None else None
-    else:
-        data = jobs.store.blob(job_id, BlobKind.preview) if job.has_preview else None
+    data: bytes | None = None
+    if job.state is JobState.succeeded and job.kind == "gatys":
+        data = _encoded_result(jobs.store, job_id, OutputFormat.jpeg)[0]
+    elif job.has_preview:
+        preview = jobs.store.stored_blob(job_id, BlobKind.preview)
+        data = preview.data if preview is not None else None
     if data is not None:
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
-    if job.state in (JobState.queued, JobState.running) and job.options.get("preview_every"):
+    every = job.options.get("preview_every") or job.options.get("train", {}).get("preview_interval")
+    if job.state in (JobState.queued, JobState.running) and every:
         raise ProblemError(
             409,
             "preview_not_ready",
-            f"job {job_id} has no preview yet; one is saved every "
-            f"{job.options['preview_every']} iterations",
+            f"job {job_id} has no preview yet; one is saved every {every} iterations",
             headers={"Retry-After": "2"},
         )
     raise ProblemError(
         404,
         "no_preview",
-        f"job {job_id} has no preview ({job.state.value}; previews need preview_every > 0)",
+        f"job {job_id} has no preview ({job.state.value}; previews need a preview interval > 0)",
     )
 
 
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _invalid(field: str, message: str) -> ProblemError:
-    return ProblemError(
-        422,
-        "invalid_parameter",
-        f"{field}: {message}",
-        extra={"errors": [{"field": field, "message": message}]},
-    )
-
-
 def _check_style_source(
     request: Request, uploads: list[UploadFile], style_name: str | None, settings: Settings
 ) -> None:
     if uploads and style_name:
-        raise _invalid("style_name", "give `style` images or `style_name`, not both")
+        raise invalid("style_name", "give `style` images or `style_name`, not both")
     if style_name:
         try:
             found = request.app.state.service.catalog.get(style_name)
@@ -412,15 +414,15 @@ def _check_style_source(
                 f"no style named {exc.name!r}; available: {', '.join(exc.available)}",
                 extra={"available": exc.available},
             ) from exc
-        raise _invalid(
+        raise invalid(
             "style_name",
             f"style {found.name!r} is a trained network with no reference painting to "
             "optimise towards; upload the painting as one or more `style` images instead",
         )
     if not uploads:
-        raise _invalid("style", "upload at least one style image")
+        raise invalid("style", "upload at least one style image")
     if len(uploads) > settings.job_max_style_images:
-        raise _invalid(
+        raise invalid(
             "style",
             f"{len(uploads)} style images; at most {settings.job_max_style_images} "
             "(ATELIER_JOB_MAX_STYLE_IMAGES)",
@@ -434,7 +436,7 @@ def _parse_list(raw: str | None, kind: type[float] | type[int], field: str) -> A
         return tuple(kind(part) for part in raw.split(","))
     except ValueError:
         noun = "numbers" if kind is float else "whole numbers"
-        raise _invalid(field, f"expected comma-separated {noun}, got {raw!r}") from None
+        raise invalid(field, f"expected comma-separated {noun}, got {raw!r}") from None
 
 
 def _build_options(settings: Settings, style_count: int, **values: Any) -> GatysOptions:
@@ -445,23 +447,23 @@ def _build_options(settings: Settings, style_count: int, **values: Any) -> Gatys
     }
     for field, (value, limit, setting) in limits.items():
         if value > limit:
-            raise _invalid(field, f"{value} exceeds the limit {limit} (ATELIER_{setting})")
+            raise invalid(field, f"{value} exceeds the limit {limit} (ATELIER_{setting})")
     for scale in values["scales"] or ():
         if scale > settings.job_max_size:
-            raise _invalid(
+            raise invalid(
                 "scales",
                 f"{scale} exceeds the limit {settings.job_max_size} (ATELIER_JOB_MAX_SIZE)",
             )
     blend = values["style_blend"]
     if blend is not None and len(blend) != style_count:
-        raise _invalid("style_weights", f"{len(blend)} weights for {style_count} style image(s)")
+        raise invalid("style_weights", f"{len(blend)} weights for {style_count} style image(s)")
     try:
         options = GatysOptions(**values)
     except (TypeError, ValueError) as exc:
         raise ProblemError(422, "invalid_parameter", str(exc)) from exc
     style_side = math.ceil(options.output_size * options.style_scale)
     if style_side > settings.job_max_size:
-        raise _invalid(
+        raise invalid(
             "style_scale",
             f"style images would be {style_side} px on the long side; at most "
             f"{settings.job_max_size} (ATELIER_JOB_MAX_SIZE)",
@@ -488,3 +490,24 @@ def _to_png(data: bytes, long_side: int, settings: Settings) -> bytes:
 def _pixels(png: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(png)) as image:
         return np.asarray(image.convert("RGB"))
+
+
+@functools.lru_cache(maxsize=RESULT_CACHE_ENTRIES)
+def _encoded_result(
+    store: JobStore, job_id: str, wanted: OutputFormat
+) -> tuple[bytes, tuple[int, int]]:
+    """A succeeded Gatys job's result as `wanted`, with its (width, height). A result never
+    changes once stored, so each (job, format) is encoded at most once per cache lifetime."""
+    stored = store.stored_blob(job_id, BlobKind.result)
+    if stored is None:
+        raise JobNotFound(job_id)
+    pixels: np.ndarray | None = None
+    if stored.width is None or stored.height is None:
+        pixels = _pixels(stored.data)  # a result stored before dimensions were kept
+        size = (pixels.shape[1], pixels.shape[0])
+    else:
+        size = (stored.width, stored.height)
+    if stored.media_type == MEDIA_TYPES[wanted]:
+        return stored.data, size
+    pixels = _pixels(stored.data) if pixels is None else pixels
+    return encode_image(pixels, wanted), size

@@ -10,6 +10,7 @@ import typer
 
 from app.cli.jobs import gatys, worker
 from app.cli.models import models_app
+from app.cli.train import train
 from app.config import get_settings
 from app.observability.logs import configure_logging
 
@@ -22,6 +23,7 @@ cli = typer.Typer(
 cli.add_typer(models_app, name="models")
 cli.command("gatys")(gatys)
 cli.command("worker")(worker)
+cli.command("train")(train)
 
 
 @cli.command()
@@ -41,6 +43,8 @@ def serve(
         port=port or settings.port,
         workers=workers,
         log_config=None,
+        # SIGTERM: stop accepting, let in-flight requests finish within the bound, then exit.
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
 
 

@@ -104,8 +104,23 @@ def gatys(
     typer.echo(f"wrote {output} ({image.shape[1]}x{image.shape[0]})")
 
 
-def worker() -> None:
+def worker(
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kind",
+            help="Job kind(s) whose queue this worker serves (gatys, training, video); "
+            "repeat for several. Default: all.",
+        ),
+    ] = None,
+) -> None:
     """Run queued jobs from ATELIER_BROKER_URL, one at a time (Celery, solo pool)."""
+    from app.jobs.kinds import KINDS
+
+    kinds = kind or list(KINDS)
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        _fail(f"unknown job kind(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}", code=2)
     settings = get_settings()
     if not settings.broker_url:
         _fail(
@@ -116,7 +131,7 @@ def worker() -> None:
     from app.jobs.runners.celery_worker import start_worker
 
     logging.getLogger("atelier").setLevel(logging.INFO)
-    start_worker(settings)
+    start_worker(settings, kinds)
 
 
 def _load(path: Path, long_side: int, max_pixels: int) -> np.ndarray:

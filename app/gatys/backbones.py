@@ -11,6 +11,7 @@ statistics a network was trained with.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 BACKBONE_NAMES: tuple[str, ...] = ("auto", "vgg19", "efficientnet-lite0")
 
 VGG19_WEIGHTS_FILE = "vgg19-dcbb9e9d.pth"
+VGG16_WEIGHTS_FILE = "vgg16-397923af.pth"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -40,7 +42,11 @@ class LossWeights:
 
 
 class Backbone(nn.Module):
-    """A frozen network that maps an RGB 0..1 batch to the features named in its layer lists."""
+    """A frozen network that maps an RGB 0..1 batch to named intermediate features.
+
+    `content_layers` and `style_layers` are the taps Gatys jobs use; any other consumer (the fast
+    style trainer taps shallower content layers, as Johnson et al. do) passes its own `layers`.
+    """
 
     name: str
     content_layers: tuple[str, ...]
@@ -52,13 +58,25 @@ class Backbone(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, image: Tensor) -> dict[str, Tensor]:
-        """Features of every content and style layer for `image` ((N,3,H,W), RGB 0..1)."""
+    def forward(self, image: Tensor, layers: Collection[str] | None = None) -> dict[str, Tensor]:
+        """Features of `layers` (default: the Gatys content and style taps) for `image`.
+
+        `image` is an (N,3,H,W) RGB batch in 0..1.
+        """
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"expected an (N,3,H,W) RGB batch, got shape {tuple(image.shape)}")
-        return self.tap((image - self.mean) / self.std)
+        wanted = set(layers) if layers is not None else set(self.content_layers + self.style_layers)
+        unknown = wanted - set(self.layer_names())
+        if unknown:
+            known = ", ".join(self.layer_names())
+            raise ValueError(f"{self.name} has no layer(s) {sorted(unknown)}; known: {known}")
+        return self.tap((image - self.mean) / self.std, wanted)
 
-    def tap(self, normalised: Tensor) -> dict[str, Tensor]:
+    def layer_names(self) -> list[str]:
+        """Every tappable layer, shallow to deep."""
+        raise NotImplementedError
+
+    def tap(self, normalised: Tensor, wanted: set[str]) -> dict[str, Tensor]:
         """Run the network on an already normalised batch, stopping after the deepest tap."""
         raise NotImplementedError
 
@@ -74,20 +92,23 @@ class Backbone(nn.Module):
         return self
 
 
-# --- VGG-19 -----------------------------------------------------------------------------------
+# --- VGG ---------------------------------------------------------------------------------------
 
-# torchvision's configuration "E"; numbers are conv widths, "P" is a 2x2 pool.
+# torchvision's configurations "D" (VGG-16) and "E" (VGG-19); numbers are conv widths, "P" a pool.
+_VGG16_CONFIG: tuple[int | str, ...] = (
+    64, 64, "P", 128, 128, "P", 256, 256, 256, "P", 512, 512, 512, "P", 512, 512, 512, "P",
+)  # fmt: skip
 _VGG19_CONFIG: tuple[int | str, ...] = (
     64, 64, "P", 128, 128, "P", 256, 256, 256, 256, "P",
     512, 512, 512, 512, "P", 512, 512, 512, 512, "P",
 )  # fmt: skip
 
 
-def _vgg19_layer_names() -> list[str]:
+def _vgg_layer_names(config: tuple[int | str, ...]) -> list[str]:
     """Names (conv1_1, relu1_1, ..., pool5) in the order of torchvision's `features` indices."""
     names: list[str] = []
     block, index = 1, 1
-    for entry in _VGG19_CONFIG:
+    for entry in config:
         if entry == "P":
             names.append(f"pool{block}")
             block, index = block + 1, 1
@@ -97,16 +118,59 @@ def _vgg19_layer_names() -> list[str]:
     return names
 
 
-class VGG19Backbone(Backbone):
-    """VGG-19 `features` up to relu5_1, with average instead of max pooling.
+class VGGBackbone(Backbone):
+    """torchvision's VGG `features` up to `deepest`, in the state-dict layout of its checkpoints.
+
+    Pools have no parameters, so the kind of pooling can change without touching the weights.
+    """
+
+    config: tuple[int | str, ...]
+    deepest: str
+    pool: type[nn.Module]
+
+    def __init__(self) -> None:
+        super().__init__()
+        names = _vgg_layer_names(self.config)
+        last = names.index(self.deepest)
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for entry in self.config:
+            if entry == "P":
+                layers.append(self.pool(kernel_size=2, stride=2))
+            else:
+                assert isinstance(entry, int)
+                layers += [nn.Conv2d(in_channels, entry, 3, padding=1), nn.ReLU(inplace=False)]
+                in_channels = entry
+        self.features = nn.Sequential(*layers[: last + 1])
+        self._names = names[: last + 1]
+
+    def layer_names(self) -> list[str]:
+        return list(self._names)
+
+    def tap(self, normalised: Tensor, wanted: set[str]) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        x = normalised
+        for name, layer in zip(self._names, self.features, strict=True):
+            x = layer(x)
+            if name in wanted:
+                out[name] = x
+                if len(out) == len(wanted):
+                    break
+        return out
+
+
+class VGG19Backbone(VGGBackbone):
+    """VGG-19 up to relu5_1, with average instead of max pooling.
 
     Gatys et al. (2016, section 2) replace max pooling by average pooling because it "improves
-    the gradient flow and one obtains slightly more appealing results". The swap keeps the
-    state-dict layout (pools have no parameters), so torchvision's weights load unchanged.
+    the gradient flow and one obtains slightly more appealing results".
     Taps are the ReLU outputs, as in the paper: content relu4_2, style relu1_1 ... relu5_1.
     """
 
     name = "vgg19"
+    config = _VGG19_CONFIG
+    deepest = "relu5_1"
+    pool = nn.AvgPool2d
     content_layers = ("relu4_2",)
     style_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     # Style losses are relative Gram errors (see losses.style_loss), O(1) per layer, so one weight
@@ -115,53 +179,55 @@ class VGG19Backbone(Backbone):
     # lighter smoothness term.
     default_weights = LossWeights(content=1.0, style=1e3, tv=10.0)
 
-    def __init__(self) -> None:
-        super().__init__()
-        names = _vgg19_layer_names()
-        last = names.index(self.style_layers[-1])
-        layers: list[nn.Module] = []
-        in_channels = 3
-        for entry in _VGG19_CONFIG:
-            if entry == "P":
-                layers.append(nn.AvgPool2d(kernel_size=2, stride=2))
-            else:
-                assert isinstance(entry, int)
-                layers += [nn.Conv2d(in_channels, entry, 3, padding=1), nn.ReLU(inplace=False)]
-                in_channels = entry
-        self.features = nn.Sequential(*layers[: last + 1])
-        self._names = names[: last + 1]
 
-    def tap(self, normalised: Tensor) -> dict[str, Tensor]:
-        wanted = set(self.content_layers) | set(self.style_layers)
-        out: dict[str, Tensor] = {}
-        x = normalised
-        for name, layer in zip(self._names, self.features, strict=True):
-            x = layer(x)
-            if name in wanted:
-                out[name] = x
-        return out
+class VGG16Backbone(VGGBackbone):
+    """VGG-16 up to relu4_3 with max pooling: the loss network of Johnson et al. (2016).
+
+    Its defaults are Johnson's taps (content relu2_2; style relu1_2, relu2_2, relu3_3, relu4_3),
+    as in pytorch/examples' fast_neural_style.
+    """
+
+    name = "vgg16"
+    config = _VGG16_CONFIG
+    deepest = "relu4_3"
+    pool = nn.MaxPool2d
+    content_layers = ("relu2_2",)
+    style_layers = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    default_weights = LossWeights(content=1.0, style=1e3, tv=10.0)
 
 
-def load_vgg19(models_dir: Path, device: torch.device) -> VGG19Backbone:
-    """VGG-19 from torchvision's official checkpoint; only `features.*` up to relu5_1 is used."""
-    path = Path(models_dir) / VGG19_WEIGHTS_FILE
+def _load_vgg(
+    cls: type[VGGBackbone], file: str, models_dir: Path, device: torch.device
+) -> Backbone:
+    """A VGG from torchvision's official checkpoint; only the `features.*` it taps are used."""
+    path = Path(models_dir) / file
+    label = cls.name.upper().replace("VGG", "VGG-")
     if not path.is_file():
         raise BackboneUnavailable(
-            f"VGG-19 weights not installed ({path} is missing); run `atelier models fetch vgg19`"
+            f"{label} weights not installed ({path} is missing); "
+            f"run `atelier models fetch {cls.name}`"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated download raises anything from EOFError to RuntimeError
-        raise BackboneUnavailable(f"VGG-19 weights at {path} cannot be read: {exc}") from exc
-    model = VGG19Backbone()
-    # The checkpoint also holds conv5_2..conv5_4 and the classifier, which no tap needs.
+        raise BackboneUnavailable(f"{label} weights at {path} cannot be read: {exc}") from exc
+    model = cls()
+    # The checkpoint also holds deeper convolutions and the classifier, which no tap needs.
     wanted = {f"features.{key}" for key in model.features.state_dict()}
     subset = {key[len("features.") :]: value for key, value in state.items() if key in wanted}
     try:
         model.features.load_state_dict(subset, strict=True)
     except RuntimeError as exc:
-        raise BackboneUnavailable(f"{path} is not a torchvision VGG-19 checkpoint: {exc}") from exc
+        raise BackboneUnavailable(f"{path} is not a torchvision {label} checkpoint: {exc}") from exc
     return model.to(device).freeze()
+
+
+def load_vgg19(models_dir: Path, device: torch.device) -> Backbone:
+    return _load_vgg(VGG19Backbone, VGG19_WEIGHTS_FILE, models_dir, device)
+
+
+def load_vgg16(models_dir: Path, device: torch.device) -> Backbone:
+    return _load_vgg(VGG16Backbone, VGG16_WEIGHTS_FILE, models_dir, device)
 
 
 # --- EfficientNet-Lite0 ---------------------------------------------------------------------
@@ -322,14 +388,22 @@ class EfficientNetLite0Backbone(Backbone):
     def __init__(self) -> None:
         super().__init__()
         self.net = EfficientNetLite0()
-        self._last_block = 5
 
-    def tap(self, normalised: Tensor) -> dict[str, Tensor]:
-        wanted = set(self.content_layers) | set(self.style_layers)
+    def layer_names(self) -> list[str]:
+        names = ["stem"]
+        for index, block in enumerate(self.net._blocks):
+            if block.has_expand:
+                names.append(f"block{index}_expand")
+            names.append(f"block{index}")
+        return names
+
+    def tap(self, normalised: Tensor, wanted: set[str]) -> dict[str, Tensor]:
         taps: dict[str, Tensor] = {}
         x = self.net.stem(normalised)
         taps["stem"] = x
-        for index, block in enumerate(self.net._blocks[: self._last_block + 1]):
+        for index, block in enumerate(self.net._blocks):
+            if wanted <= taps.keys():
+                break
             x = block(x, taps, prefix=f"block{index}_")
             taps[f"block{index}"] = x
         return {name: value for name, value in taps.items() if name in wanted}
@@ -356,20 +430,35 @@ def load_efficientnet_lite0_classifier(device: torch.device) -> EfficientNetLite
     return net.to(device).eval()
 
 
-def load_efficientnet_lite0(device: torch.device) -> EfficientNetLite0Backbone:
+def load_efficientnet_lite0(device: torch.device) -> Backbone:
     backbone = EfficientNetLite0Backbone()
     backbone.net = load_efficientnet_lite0_classifier(torch.device("cpu")).fuse_batch_norms()
     return backbone.to(device).freeze()
 
 
-def load_backbone(name: str, models_dir: Path, device: torch.device) -> Backbone:
-    """Build a frozen backbone; "auto" prefers VGG-19 (the paper's network) when installed."""
-    if name == "auto":
-        name = (
-            "vgg19" if (Path(models_dir) / VGG19_WEIGHTS_FILE).is_file() else "efficientnet-lite0"
-        )
-    if name == "vgg19":
-        return load_vgg19(models_dir, device)
-    if name == "efficientnet-lite0":
-        return load_efficientnet_lite0(device)
-    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
+_LOADERS: dict[str, Callable[[Path, torch.device], Backbone]] = {
+    "vgg19": load_vgg19,
+    "vgg16": load_vgg16,
+    "efficientnet-lite0": lambda _models_dir, device: load_efficientnet_lite0(device),
+}
+_WEIGHT_FILES = {"vgg19": VGG19_WEIGHTS_FILE, "vgg16": VGG16_WEIGHTS_FILE}
+
+
+def resolve_backbone_name(name: str, models_dir: Path, preferred: str = "vgg19") -> str:
+    """ "auto" means `preferred` (the paper's network) when its weights are installed, else the
+    offline EfficientNet-Lite0; other names pass through unchanged."""
+    if name != "auto":
+        return name
+    installed = (Path(models_dir) / _WEIGHT_FILES[preferred]).is_file()
+    return preferred if installed else "efficientnet-lite0"
+
+
+def load_backbone(
+    name: str, models_dir: Path, device: torch.device, preferred: str = "vgg19"
+) -> Backbone:
+    """Build a frozen backbone; "auto" resolves as in `resolve_backbone_name`."""
+    resolved = resolve_backbone_name(name, models_dir, preferred)
+    loader = _LOADERS.get(resolved)
+    if loader is None:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
+    return loader(models_dir, device)

@@ -1,38 +1,37 @@
-"""execute_job: run one claimed job to an end state, the same way under every runner.
+"""execute_job: run one claimed job of any kind to an end state, the same way under every runner.
 
 Everything a client sees goes through the job row: progress (throttled to one write per
-`PROGRESS_INTERVAL_S`, plus the last iteration), previews, the result, and a readable reason when
-anything goes wrong. Cancellation comes back the same way: the row's flag is read at most every
-`CANCEL_CHECK_S`, so a cancel takes effect within about one evaluation of the engine.
-
-A run that runs out of memory fails with the size it was at; when the client allowed it
-(`allow_downscale`), it is first retried once at `DOWNSCALE_FACTOR` times the size, and the job's
-options say so (`downscaled_to`). The engine knows nothing of this: it is just called again.
+`PROGRESS_INTERVAL_S`, plus the last step), previews, checkpoints, the result, and a readable
+reason when anything goes wrong. Cancellation comes back the same way: the row's flag is read at
+most every `CANCEL_CHECK_S`, so a cancel takes effect within about one step of the engine. What
+the work is belongs to the job's kind (app/jobs/kinds/); this module is the same for all of them.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
-from app.gatys.backbones import Backbone, BackboneUnavailable, load_backbone
-from app.gatys.optimize import Cancelled, GatysOptions, Progress, run
-from app.imaging.decode import ImageRejected, decode_image
+from app.gatys.backbones import Backbone, BackboneUnavailable, load_backbone, resolve_backbone_name
+from app.gatys.optimize import Cancelled
 from app.imaging.encode import OutputFormat, encode_image
 from app.inference.device import select_device
+from app.jobs.kinds import UnknownJobKind, get_kind
+from app.jobs.kinds.base import ProgressReport
 from app.jobs.lease import LeaseKeeper
-from app.jobs.models import Job, JobState
-from app.jobs.options import JobOptions, downscaled, options_from_json
+from app.jobs.memory import JobOutOfMemory, is_out_of_memory
+from app.jobs.models import BlobKind, Job, JobState
 from app.jobs.store import JobStore, ProgressUpdate
+from app.jobs.stored_inputs import JobInputError
 from app.observability.logs import job_id_var
 
 log = logging.getLogger("atelier.jobs.execute")
@@ -42,21 +41,12 @@ CANCEL_CHECK_S = 0.5
 PREVIEW_QUALITY = 85
 
 
-class JobInputError(ValueError):
-    """A stored input image that cannot be used."""
-
-
-class JobOutOfMemory(Exception):
-    """The engine ran out of memory, with no (further) smaller retry allowed; the message is
-    the job's readable reason."""
-
-
 class _LeaseLost(Exception):
-    """The job stopped being ours between two engine runs."""
+    """The job stopped being ours while it ran."""
 
 
 class BackboneCache:
-    """Backbones by (name, models dir, device); loading VGG-19 takes seconds, so each process
+    """Backbones by (name, models dir, device); loading VGG takes seconds, so each process
     loads each backbone once and every later job reuses it."""
 
     def __init__(self) -> None:
@@ -89,16 +79,21 @@ def execute_job(
     if job.state is not JobState.running or job.lease_owner != worker_id:
         log.info("job %s is %s under %s, not ours to run", job_id, job.state, job.lease_owner)
         return None
-    execution = _Execution(store, job, worker_id, settings, stop or threading.Event())
     token = job_id_var.set(job_id)
     try:
         with LeaseKeeper(store, job_id, worker_id, settings.job_lease_seconds) as lease:
-            return execution.run(backbones or BACKBONES, lease.lost)
+            context = _Context(
+                store, job, worker_id, settings, stop or threading.Event(), lease.lost,
+                backbones or BACKBONES,
+            )  # fmt: skip
+            return context.execute()
     finally:
         job_id_var.reset(token)
 
 
-class _Execution:
+class _Context:
+    """One claimed job as its kind sees it (the JobContext protocol), and the run around it."""
+
     def __init__(
         self,
         store: JobStore,
@@ -106,54 +101,89 @@ class _Execution:
         worker_id: str,
         settings: Settings,
         stop: threading.Event,
+        lease_lost: threading.Event,
+        backbones: BackboneCache,
     ) -> None:
         self.store = store
         self.job = job
         self.worker_id = worker_id
         self.settings = settings
         self.stop = stop
-        self.device = "unknown device"
+        self.device = torch.device("cpu")
+        self.database = store.engine
+        self._backbones = backbones
+        self._backbone_name: str | None = None
+        self._writer = _ProgressWriter(store, job.id, worker_id)
+        self._stop_check = _StopCheck(store, job.id, worker_id, stop, lease_lost)
         self.timings: dict[str, float] = {}
         if job.started_at is not None:
             self.timings["queued_s"] = round((job.started_at - job.created_at).total_seconds(), 3)
 
-    def run(self, backbones: BackboneCache, lease_lost: threading.Event) -> JobState | None:
+    # --- the JobContext protocol ----------------------------------------------------------------
+
+    def inputs(self, kind: BlobKind) -> list[bytes]:
+        return self.store.blobs(self.job.id, kind)
+
+    def backbone(self, name: str, preferred: str = "vgg19") -> Backbone:
+        resolved = resolve_backbone_name(name, self.settings.models_dir, preferred)
+        network = self._backbones.get(resolved, self.settings.models_dir, self.device)
+        if not self.store.mark_started(
+            self.job.id, self.worker_id, backbone=network.name, device=str(self.device)
+        ):
+            raise _LeaseLost
+        return network
+
+    def report(self, progress: ProgressReport) -> None:
+        self._writer(progress)
+
+    def save_preview(self, image: np.ndarray) -> None:
+        try:
+            jpeg = encode_image(image, OutputFormat.jpeg, quality=PREVIEW_QUALITY)
+            size = (image.shape[1], image.shape[0])
+            self.store.save_preview(self.job.id, self.worker_id, jpeg, size)
+        except SQLAlchemyError as exc:
+            log.warning("job %s: preview not saved: %s", self.job.id, exc)
+
+    def should_stop(self) -> bool:
+        return self._stop_check()
+
+    def load_checkpoint(self) -> bytes | None:
+        return self.store.blob(self.job.id, BlobKind.checkpoint)
+
+    def save_checkpoint(self, data: bytes, iteration: int) -> None:
+        try:
+            self.store.save_checkpoint(self.job.id, self.worker_id, data, iteration)
+        except SQLAlchemyError as exc:
+            log.warning("job %s: checkpoint not saved: %s", self.job.id, exc)
+
+    def set_options(self, options: dict[str, Any]) -> None:
+        if not self.store.set_options(self.job.id, self.worker_id, options):
+            raise _LeaseLost
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def execute(self) -> JobState | None:
         started = time.perf_counter()
         job_id, worker_id = self.job.id, self.worker_id
         try:
-            content, styles, options = self._inputs()
-            device = select_device(self.settings.device)
-            self.device = str(device)
-            backbone = backbones.get(
-                self.job.backbone or self.settings.job_backbone, self.settings.models_dir, device
-            )
-            self.store.mark_started(job_id, worker_id, backbone=backbone.name, device=self.device)
-            self._lap("load_s", started)
-            optimising = time.perf_counter()
-            writer = _ProgressWriter(self.store, job_id, worker_id)
-            stop_check = _StopCheck(self.store, job_id, worker_id, self.stop, lease_lost)
-
-            def engine(gatys: GatysOptions) -> np.ndarray:
-                return run(
-                    content,
-                    styles,
-                    gatys,
-                    backbone,
-                    device=device,
-                    on_progress=writer,
-                    on_preview=self._save_preview,
-                    should_cancel=stop_check,
-                )
-
-            image = self._optimise(options, engine, device)
-            writer.flush()
-            self._lap("optimize_s", optimising)
-            png = encode_image(image, OutputFormat.png)
+            kind = get_kind(self.job.kind)
+            self.device = select_device(self.settings.device)
+            if not self.store.mark_started(
+                job_id, worker_id, backbone=self.job.backbone, device=str(self.device)
+            ):
+                return None
+            result = kind.run(self)
+            self._writer.flush()
+            self._lap("run_s", started)
             self._lap("total_s", started)
-            if self.store.finish(job_id, worker_id, png, self.timings):
+            size = (result.width, result.height) if result.width and result.height else None
+            if self.store.finish(
+                job_id, worker_id, result.data, self.timings,
+                media_type=result.media_type, size=size,
+            ):  # fmt: skip
                 log.info("job %s succeeded in %.1f s", job_id, self.timings["total_s"])
                 return JobState.succeeded
-            # A cancel that arrived during the last iteration wins over the result.
+            # A cancel that arrived during the last step wins over the result.
             return self._stopped()
         except (Cancelled, _LeaseLost):
             self._lap("total_s", started)
@@ -164,80 +194,6 @@ class _Execution:
             log.warning("job %s failed: %s", job_id, reason, exc_info=not _expected(exc))
             failed = self.store.fail(job_id, worker_id, reason, self.timings)
             return JobState.failed if failed else None
-
-    def _optimise(
-        self,
-        options: JobOptions,
-        engine: Callable[[GatysOptions], np.ndarray],
-        device: torch.device,
-    ) -> np.ndarray:
-        """Run the engine; after running out of memory, once more at a smaller size when the
-        client allowed it and this job has not been downscaled yet."""
-        first = options.effective
-        try:
-            return engine(first)
-        except Exception as exc:
-            if not _is_out_of_memory(exc):
-                raise
-            kind = _memory_kind(exc)
-            log.warning("job %s: out of %s at %d px: %s", self.job.id, kind, first.output_size, exc)
-            if options.downscaled_to is not None:
-                raise JobOutOfMemory(
-                    _after_downscale(kind, first.output_size, options.gatys.output_size)
-                ) from exc
-            if not options.allow_downscale:
-                raise JobOutOfMemory(
-                    f"out of {kind} at {first.output_size} px; retry with a smaller size or "
-                    "allow_downscale=true"
-                ) from exc
-            smaller = downscaled(first)
-            if smaller is None:
-                raise JobOutOfMemory(
-                    f"out of {kind} at {first.output_size} px, the smallest size; retry with "
-                    "fewer style images or a smaller style_scale"
-                ) from exc
-        # Outside the except block, so the failed run's frames (and tensors) can be freed.
-        _release_memory(device)
-        noted = {**self.job.options, "downscaled_to": smaller.output_size}
-        if not self.store.set_options(self.job.id, self.worker_id, noted):
-            raise _LeaseLost
-        log.info("job %s: retrying at %d px", self.job.id, smaller.output_size)
-        try:
-            return engine(smaller)
-        except Exception as exc:
-            if not _is_out_of_memory(exc):
-                raise
-            raise JobOutOfMemory(
-                _after_downscale(_memory_kind(exc), smaller.output_size, first.output_size)
-            ) from exc
-
-    def _inputs(self) -> tuple[np.ndarray, list[np.ndarray], JobOptions]:
-        inputs = self.store.inputs(self.job.id)
-        content = self._decode(inputs.content, "content image")
-        styles = [
-            self._decode(data, f"style image {index + 1}")
-            for index, data in enumerate(inputs.styles)
-        ]
-        if not styles:
-            raise JobInputError("the job has no style image")
-        try:
-            options = options_from_json(self.job.options)
-        except (TypeError, ValueError) as exc:
-            raise JobInputError(f"the stored options are invalid: {exc}") from exc
-        return content, styles, options
-
-    def _decode(self, data: bytes, label: str) -> np.ndarray:
-        try:
-            return decode_image(data, max_pixels=self.settings.max_pixels).pixels
-        except ImageRejected as exc:
-            raise JobInputError(f"the stored {label} is unusable: {exc}") from exc
-
-    def _save_preview(self, image: np.ndarray) -> None:
-        try:
-            jpeg = encode_image(image, OutputFormat.jpeg, quality=PREVIEW_QUALITY)
-            self.store.save_preview(self.job.id, self.worker_id, jpeg)
-        except SQLAlchemyError as exc:
-            log.warning("job %s: preview not saved: %s", self.job.id, exc)
 
     def _stopped(self) -> JobState | None:
         """The engine stopped early: a user cancel, a shutdown, or a lost lease."""
@@ -255,14 +211,14 @@ class _Execution:
         return None
 
     def _describe(self, exc: Exception) -> str:
-        if isinstance(exc, JobInputError | JobOutOfMemory):
+        if isinstance(exc, JobInputError | JobOutOfMemory | UnknownJobKind):
             return str(exc)
         if isinstance(exc, BackboneUnavailable):
             return f"backbone unavailable: {exc}"
-        if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        if is_out_of_memory(exc):
             return (
-                f"out of memory on {self.device}; retry with a smaller size, fewer scales or "
-                f"fewer style images ({exc})"
+                f"out of memory on {self.device}; retry with a smaller size or fewer inputs "
+                f"({exc})"
             )
         if isinstance(exc, ValueError):
             return f"the job cannot run: {exc}"
@@ -274,46 +230,22 @@ class _Execution:
 
 def _expected(exc: Exception) -> bool:
     """Failures caused by the job itself; anything else deserves a traceback in the log."""
-    return isinstance(exc, JobInputError | JobOutOfMemory | BackboneUnavailable | ValueError)
-
-
-def _is_out_of_memory(exc: Exception) -> bool:
-    """Accelerator OOM (torch.OutOfMemoryError, which torch.cuda.OutOfMemoryError is), host
-    MemoryError, and torch's CPU allocator failure, which is a plain RuntimeError."""
-    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
-
-
-def _memory_kind(exc: Exception) -> str:
-    return "GPU memory" if isinstance(exc, torch.OutOfMemoryError) else "memory"
-
-
-def _after_downscale(kind: str, size: int, original: int) -> str:
-    return (
-        f"out of {kind} at {size} px, even after downscaling from {original} px; retry with a "
-        "smaller size, fewer scales or fewer style images"
+    return isinstance(
+        exc, JobInputError | JobOutOfMemory | BackboneUnavailable | UnknownJobKind | ValueError
     )
 
 
-def _release_memory(device: torch.device) -> None:
-    """Give back what the failed run held before running again on the same device."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 class _ProgressWriter:
-    """Writes progress at most every PROGRESS_INTERVAL_S, and always the last iteration."""
+    """Writes progress at most every PROGRESS_INTERVAL_S, and always the last step."""
 
     def __init__(self, store: JobStore, job_id: str, worker_id: str) -> None:
         self.store = store
         self.job_id = job_id
         self.worker_id = worker_id
         self._written_at = float("-inf")
-        self._pending: Progress | None = None
+        self._pending: ProgressReport | None = None
 
-    def __call__(self, progress: Progress) -> None:
+    def __call__(self, progress: ProgressReport) -> None:
         now = time.monotonic()
         if progress.iteration < progress.total and now - self._written_at < PROGRESS_INTERVAL_S:
             self._pending = progress
@@ -325,7 +257,7 @@ class _ProgressWriter:
         if self._pending is not None:
             self._write(self._pending)
 
-    def _write(self, progress: Progress) -> None:
+    def _write(self, progress: ProgressReport) -> None:
         self._pending = None
         update = ProgressUpdate(
             iteration=progress.iteration,
@@ -334,6 +266,7 @@ class _ProgressWriter:
             style_loss=progress.style_loss,
             tv_loss=progress.tv_loss,
             eta_s=progress.eta_s,
+            metrics=dict(progress.metrics) or None,
         )
         try:
             self.store.update_progress(self.job_id, self.worker_id, update)

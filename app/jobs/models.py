@@ -43,9 +43,13 @@ TERMINAL_STATES: frozenset[JobState] = frozenset(
 
 
 class BlobKind(StrEnum):
+    """Inputs (content, style, source), what a worker writes (preview, checkpoint, result)."""
+
     content = "content"
     style = "style"
+    source = "source"
     preview = "preview"
+    checkpoint = "checkpoint"
     result = "result"
 
 
@@ -79,18 +83,24 @@ def _state_values(enum: type[JobState]) -> list[str]:
 
 
 class Job(Base):
-    """One optimisation job. Progress and the cancel flag live here, so every runner behaves
-    the same: workers write progress and read the flag; the API does the opposite."""
+    """One job of any kind. Progress and the cancel flag live here, so every runner behaves
+    the same: workers write progress and read the flag; the API does the opposite.
+
+    `checkpoint_iteration` is where the job's saved checkpoint (if any) stands: a job handed back
+    to the queue restarts its progress there, not at 0. `metrics` holds a kind's own progress
+    numbers (images/s, frames per second, ...).
+    """
 
     __tablename__ = "atelier_jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="gatys", server_default="gatys")
     owner: Mapped[str | None] = mapped_column(String(80), index=True)
     state: Mapped[JobState] = mapped_column(
         Enum(JobState, native_enum=False, length=16, values_callable=_state_values)
     )
     options: Mapped[dict[str, Any]] = mapped_column(JSON)
-    backbone: Mapped[str] = mapped_column(String(32))
+    backbone: Mapped[str | None] = mapped_column(String(32), nullable=True)
     device: Mapped[str | None] = mapped_column(String(32))
     style_count: Mapped[int] = mapped_column(Integer)
 
@@ -100,6 +110,8 @@ class Job(Base):
     style_loss: Mapped[float | None] = mapped_column(Float)
     tv_loss: Mapped[float | None] = mapped_column(Float)
     eta_s: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
+    checkpoint_iteration: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     has_preview: Mapped[bool] = mapped_column(Boolean, default=False)
 
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -116,6 +128,7 @@ class Job(Base):
     __table_args__ = (
         # Claims scan queued jobs oldest first; sweeps scan running jobs by lease.
         Index("ix_atelier_jobs_state_created", "state", "created_at"),
+        Index("ix_atelier_jobs_kind_state_created", "kind", "state", "created_at"),
         Index("ix_atelier_jobs_state_lease", "state", "lease_expires"),
     )
 
@@ -125,7 +138,10 @@ class Job(Base):
 
 
 class JobBlob(Base):
-    """An image belonging to a job: its inputs (PNG), latest preview (JPEG) and result (PNG)."""
+    """Bytes belonging to a job: its inputs, latest preview (JPEG), checkpoint and result.
+
+    Image blobs keep their dimensions beside the bytes, so serving one needs no decode.
+    """
 
     __tablename__ = "atelier_job_blobs"
 
@@ -136,3 +152,5 @@ class JobBlob(Base):
     position: Mapped[int] = mapped_column(Integer, primary_key=True, default=0)
     media_type: Mapped[str] = mapped_column(String(32))
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)

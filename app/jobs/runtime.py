@@ -13,8 +13,9 @@ from collections.abc import Callable
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
+from app.jobs.kinds import KINDS, queue_name
 from app.jobs.models import JobState
-from app.jobs.runners.celery_worker import QUEUE, RUN_JOB, create_celery_app
+from app.jobs.runners.celery_worker import RUN_JOB, create_celery_app
 from app.jobs.runners.local import LocalRunner
 from app.jobs.store import JobStore
 from app.jobs.sweeper import LeaseSweeper
@@ -34,10 +35,14 @@ class JobsRuntime:
         self.celery = (
             create_celery_app(settings, producer_only=True) if settings.broker_url else None
         )
-        self.runner = (
-            LocalRunner(self.store, settings, on_finished=on_job_finished)
+        # One embedded runner per kind, so a long job of one kind never blocks another kind.
+        self.runners = (
+            [
+                LocalRunner(self.store, settings, on_finished=on_job_finished, kinds=[kind])
+                for kind in KINDS
+            ]
             if settings.runs_embedded_worker
-            else None
+            else []
         )
         self.sweeper = LeaseSweeper(
             self.store,
@@ -58,19 +63,23 @@ class JobsRuntime:
             self.sweeper.sweep()
         except SQLAlchemyError as exc:
             log.error("job database unavailable at start-up (will retry): %s", exc)
-        if self.runner is not None:
-            self.runner.start()
+        for runner in self.runners:
+            runner.start()
         self.sweeper.start()
 
-    def announce(self, job_id: str) -> None:
-        """Tell the runners a job is queued; raises when the broker cannot take the message."""
+    def announce(self, job_id: str, kind: str = "gatys") -> None:
+        """Tell the runners a job is queued, on its kind's queue; raises when the broker cannot
+        take the message."""
         if self.celery is not None:
-            self.celery.send_task(RUN_JOB, args=[job_id], queue=QUEUE)
-        if self.runner is not None:
-            self.runner.wake()
+            self.celery.send_task(RUN_JOB, args=[job_id], queue=queue_name(kind))
+        for runner in self.runners:
+            if runner.kinds is None or kind in runner.kinds:
+                runner.wake()
 
     def stop(self) -> None:
         self.sweeper.stop()
-        if self.runner is not None:
-            self.runner.stop()
+        for runner in self.runners:
+            runner.stop_soon()
+        for runner in self.runners:
+            runner.stop()
         self.store.dispose()

@@ -10,20 +10,19 @@ SELECT ... FOR UPDATE SKIP LOCKED so concurrent claimers skip each other's candi
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Update
 
-from app.jobs.models import TERMINAL_STATES, Base, BlobKind, Job, JobBlob, JobState
+from app.jobs.models import TERMINAL_STATES, BlobKind, Job, JobBlob, JobState
+from app.jobs.schema import upgrade_schema
 
 PNG = "image/png"
 MAX_CLAIM_RACES = 10  # candidates lost to other claimers before giving up until the next poll
@@ -36,15 +35,38 @@ class JobNotFound(LookupError):
 
 
 @dataclass(frozen=True)
+class JobInput:
+    """One uploaded input, already validated and normalised by the API."""
+
+    kind: BlobKind
+    data: bytes
+    media_type: str = PNG
+
+
+@dataclass(frozen=True)
 class NewJob:
-    """What the API hands the store: validated options and normalised input images (PNG)."""
+    """What the API hands the store: a kind, validated options and the inputs in order."""
 
     options: dict[str, Any]
-    backbone: str
     total: int
-    content: bytes
-    styles: list[bytes]
+    inputs: list[JobInput]
+    kind: str = "gatys"
+    backbone: str | None = None
     owner: str | None = None
+
+    @classmethod
+    def gatys(
+        cls,
+        options: dict[str, Any],
+        backbone: str,
+        total: int,
+        content: bytes,
+        styles: list[bytes],
+        owner: str | None = None,
+    ) -> NewJob:
+        inputs = [JobInput(BlobKind.content, content)]
+        inputs += [JobInput(BlobKind.style, data) for data in styles]
+        return cls(options, total, inputs, "gatys", backbone, owner)
 
 
 @dataclass(frozen=True)
@@ -55,12 +77,15 @@ class ProgressUpdate:
     style_loss: float | None
     tv_loss: float | None
     eta_s: float | None
+    metrics: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
-class JobInputs:
-    content: bytes
-    styles: list[bytes]
+class StoredBlob:
+    data: bytes
+    media_type: str
+    width: int | None
+    height: int | None
 
 
 @dataclass(frozen=True)
@@ -75,6 +100,7 @@ class LeaseOutcome:
 
     job_id: str
     state: JobState
+    kind: str
 
 
 def utcnow() -> datetime:
@@ -121,16 +147,10 @@ class JobStore:
         return self.engine.dialect.name == "postgresql"
 
     def create_schema(self) -> None:
-        """Create missing tables; several processes may race here, so a lost race is retried."""
+        """Create or migrate the tables (app.jobs.schema), once per store."""
         if self._schema_ready:
             return
-        database = self.engine.url.database
-        if self.engine.dialect.name == "sqlite" and database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            Base.metadata.create_all(self.engine)
-        except (IntegrityError, ProgrammingError):
-            Base.metadata.create_all(self.engine)
+        upgrade_schema(self.engine)
         self._schema_ready = True
 
     def dispose(self) -> None:
@@ -146,27 +166,38 @@ class JobStore:
     def create(self, new: NewJob) -> Job:
         job = Job(
             id=uuid.uuid4().hex,
+            kind=new.kind,
             owner=new.owner,
             state=JobState.queued,
             options=new.options,
             backbone=new.backbone,
-            style_count=len(new.styles),
+            style_count=sum(1 for item in new.inputs if item.kind is BlobKind.style),
             iteration=0,
+            checkpoint_iteration=0,
             total=new.total,
             has_preview=False,
             attempts=0,
             cancel_requested=False,
             created_at=self.clock(),
         )
-        inputs = [(BlobKind.content, 0, new.content)]
-        inputs += [(BlobKind.style, index, data) for index, data in enumerate(new.styles)]
+        positions: dict[BlobKind, int] = {}
+        blobs = []
+        for item in new.inputs:
+            position = positions.get(item.kind, 0)
+            positions[item.kind] = position + 1
+            blobs.append(
+                JobBlob(
+                    job_id=job.id,
+                    kind=item.kind,
+                    position=position,
+                    data=item.data,
+                    media_type=item.media_type,
+                )
+            )
         with self._session() as session:
             session.add(job)
             session.flush()  # the row must exist before blobs reference it
-            session.add_all(
-                JobBlob(job_id=job.id, kind=kind, position=position, data=data, media_type=PNG)
-                for kind, position, data in inputs
-            )
+            session.add_all(blobs)
             session.commit()
         return job
 
@@ -245,40 +276,50 @@ class JobStore:
             session.commit()
         return changed
 
-    def inputs(self, job_id: str) -> JobInputs:
+    def blobs(self, job_id: str, kind: BlobKind) -> list[bytes]:
+        """Every blob of one kind, in upload order (e.g. a training job's photos)."""
         with self._session() as session:
-            rows = session.execute(
-                select(JobBlob.kind, JobBlob.data)
-                .where(
-                    JobBlob.job_id == job_id,
-                    JobBlob.kind.in_([BlobKind.content, BlobKind.style]),
-                )
-                .order_by(JobBlob.kind, JobBlob.position)
+            rows = session.scalars(
+                select(JobBlob.data)
+                .where(JobBlob.job_id == job_id, JobBlob.kind == kind)
+                .order_by(JobBlob.position)
             ).all()
-        content = [data for kind, data in rows if kind == BlobKind.content]
-        if not content:
-            raise JobNotFound(job_id)
-        return JobInputs(
-            content=content[0], styles=[data for kind, data in rows if kind == BlobKind.style]
-        )
+        return list(rows)
 
     def blob(self, job_id: str, kind: BlobKind) -> bytes | None:
+        stored = self.stored_blob(job_id, kind)
+        return None if stored is None else stored.data
+
+    def stored_blob(self, job_id: str, kind: BlobKind) -> StoredBlob | None:
+        """The first blob of `kind` with its media type and (for images) dimensions."""
         with self._session() as session:
-            return session.scalar(
-                select(JobBlob.data).where(JobBlob.job_id == job_id, JobBlob.kind == kind)
-            )
+            row = session.execute(
+                select(JobBlob.data, JobBlob.media_type, JobBlob.width, JobBlob.height)
+                .where(JobBlob.job_id == job_id, JobBlob.kind == kind)
+                .order_by(JobBlob.position)
+                .limit(1)
+            ).first()
+        return None if row is None else StoredBlob(*row)
 
     # --- worker side --------------------------------------------------------------------------
 
     def claim(
-        self, worker_id: str, lease_seconds: float, *, job_id: str | None = None
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        *,
+        job_id: str | None = None,
+        kinds: Collection[str] | None = None,
     ) -> Job | None:
-        """Take the oldest queued job (or exactly `job_id`) for `worker_id`, or None."""
+        """Take the oldest queued job (or exactly `job_id`) of `kinds` (default: any kind) for
+        `worker_id`, or None."""
         for _ in range(MAX_CLAIM_RACES):
             with self._session() as session:
                 query = select(Job.id).where(Job.state == JobState.queued)
                 if job_id is not None:
                     query = query.where(Job.id == job_id)
+                if kinds is not None:
+                    query = query.where(Job.kind.in_(list(kinds)))
                 query = query.order_by(Job.created_at, Job.id).limit(1)
                 # Rendered on PostgreSQL only; the conditional UPDATE below is what guarantees
                 # exclusivity everywhere.
@@ -306,7 +347,9 @@ class JobStore:
                 return None
         return None
 
-    def mark_started(self, job_id: str, worker_id: str, *, backbone: str, device: str) -> bool:
+    def mark_started(
+        self, job_id: str, worker_id: str, *, backbone: str | None, device: str
+    ) -> bool:
         return self._update_owned(job_id, worker_id, backbone=backbone, device=device)
 
     def renew_lease(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
@@ -325,6 +368,7 @@ class JobStore:
             style_loss=progress.style_loss,
             tv_loss=progress.tv_loss,
             eta_s=progress.eta_s,
+            metrics=progress.metrics,
         )
 
     def should_stop(self, job_id: str, worker_id: str) -> bool:
@@ -338,11 +382,26 @@ class JobStore:
         state, owner, cancel = row
         return bool(cancel) or state != JobState.running or owner != worker_id
 
-    def save_preview(self, job_id: str, worker_id: str, jpeg: bytes) -> bool:
+    def save_preview(
+        self, job_id: str, worker_id: str, jpeg: bytes, size: tuple[int, int] | None = None
+    ) -> bool:
+        """Replace the preview; `size` is (width, height), kept so serving needs no decode."""
         with self._session() as session:
             if not self._rowcount(session, self._owned(job_id, worker_id).values(has_preview=True)):
                 return False
-            self._replace_blob(session, job_id, BlobKind.preview, jpeg, "image/jpeg")
+            self._replace_blob(session, job_id, BlobKind.preview, jpeg, "image/jpeg", size)
+            session.commit()
+        return True
+
+    def save_checkpoint(self, job_id: str, worker_id: str, data: bytes, iteration: int) -> bool:
+        """Keep a running job's checkpoint; a later attempt resumes at `iteration`."""
+        with self._session() as session:
+            owned = self._owned(job_id, worker_id).values(checkpoint_iteration=iteration)
+            if not self._rowcount(session, owned):
+                return False
+            self._replace_blob(
+                session, job_id, BlobKind.checkpoint, data, "application/octet-stream"
+            )
             session.commit()
         return True
 
@@ -351,9 +410,17 @@ class JobStore:
         return self._update_owned(job_id, worker_id, options=options)
 
     def finish(
-        self, job_id: str, worker_id: str, png: bytes, timings: dict[str, float] | None = None
+        self,
+        job_id: str,
+        worker_id: str,
+        data: bytes,
+        timings: dict[str, float] | None = None,
+        *,
+        media_type: str = PNG,
+        size: tuple[int, int] | None = None,
     ) -> bool:
-        """Succeed with the result image; the row and blob change in one transaction.
+        """Succeed with the result; the row and blob change in one transaction. The checkpoint
+        has done its work and is dropped.
 
         A cancel requested before this commits wins (False, and the worker records the cancel):
         so once DELETE has answered with a job not yet succeeded, it never succeeds.
@@ -367,7 +434,8 @@ class JobStore:
             )
             if not changed:
                 return False
-            self._replace_blob(session, job_id, BlobKind.result, png, PNG)
+            self._replace_blob(session, job_id, BlobKind.result, data, media_type, size)
+            self._drop_blob(session, job_id, BlobKind.checkpoint)
             session.commit()
         return True
 
@@ -437,12 +505,12 @@ class JobStore:
         now = self.clock()
         with self._session() as session:
             expired = session.execute(
-                select(Job.id, Job.attempts, Job.cancel_requested, Job.lease_owner).where(
-                    Job.state == JobState.running, Job.lease_expires < now
-                )
+                select(
+                    Job.id, Job.attempts, Job.cancel_requested, Job.lease_owner, Job.kind
+                ).where(Job.state == JobState.running, Job.lease_expires < now)
             ).all()
         outcomes: list[LeaseOutcome] = []
-        for job_id, attempts, cancel, owner in expired:
+        for job_id, attempts, cancel, owner, kind in expired:
             values: dict[str, Any]
             if cancel:
                 state, values = JobState.cancelled, self._ending(JobState.cancelled, None)
@@ -472,7 +540,7 @@ class JobStore:
                     self._drop_blob(session, job_id, BlobKind.preview)
                 session.commit()
             if changed:
-                outcomes.append(LeaseOutcome(job_id=job_id, state=state))
+                outcomes.append(LeaseOutcome(job_id=job_id, state=state, kind=kind))
         return outcomes
 
     def running_leases(self) -> list[tuple[str, str]]:
@@ -514,12 +582,13 @@ class JobStore:
 
     @staticmethod
     def _requeued() -> dict[str, Any]:
+        """Back to the queue; progress falls back to the checkpoint (0 for a kind without)."""
         return {
             "state": JobState.queued,
             "lease_owner": None,
             "lease_expires": None,
             "started_at": None,
-            "iteration": 0,
+            "iteration": Job.checkpoint_iteration,
             "content_loss": None,
             "style_loss": None,
             "tv_loss": None,
@@ -537,10 +606,26 @@ class JobStore:
 
     @staticmethod
     def _replace_blob(
-        session: Session, job_id: str, kind: BlobKind, data: bytes, media_type: str
+        session: Session,
+        job_id: str,
+        kind: BlobKind,
+        data: bytes,
+        media_type: str,
+        size: tuple[int, int] | None = None,
     ) -> None:
         JobStore._drop_blob(session, job_id, kind)
-        session.add(JobBlob(job_id=job_id, kind=kind, position=0, data=data, media_type=media_type))
+        width, height = size if size is not None else (None, None)
+        session.add(
+            JobBlob(
+                job_id=job_id,
+                kind=kind,
+                position=0,
+                data=data,
+                media_type=media_type,
+                width=width,
+                height=height,
+            )
+        )
 
     @staticmethod
     def _drop_blob(session: Session, job_id: str, kind: BlobKind) -> None:

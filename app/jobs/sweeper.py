@@ -22,7 +22,7 @@ log = logging.getLogger("atelier.jobs.sweeper")
 
 class LeaseSweeper:
     """Periodically requeues (or fails, after `max_attempts`) jobs whose lease lapsed; calls
-    `on_requeued(job_id)` for each job put back in the queue so a runner picks it up. With a
+    `on_requeued(job_id, kind)` for each job put back in the queue so a runner picks it up. With a
     `retention`, it also deletes finished jobs (and their images) older than that."""
 
     def __init__(
@@ -31,7 +31,7 @@ class LeaseSweeper:
         *,
         max_attempts: int,
         interval_s: float,
-        on_requeued: Callable[[str], None],
+        on_requeued: Callable[[str, str], None],
         retention: timedelta | None = None,
     ) -> None:
         self.store = store
@@ -53,7 +53,7 @@ class LeaseSweeper:
             log.warning("job %s: lease expired -> %s", outcome.job_id, outcome.state.value)
             if outcome.state is JobState.queued:
                 try:
-                    self.on_requeued(outcome.job_id)
+                    self.on_requeued(outcome.job_id, outcome.kind)
                 except Exception:
                     log.exception("could not re-dispatch job %s", outcome.job_id)
         if self.retention is not None:

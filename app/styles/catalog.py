@@ -8,7 +8,7 @@ inference layer's job.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -45,6 +45,7 @@ class Style:
     origin: StyleOrigin
     index: int | None = None
     checkpoint: Path | None = None
+    weights: bytes | None = field(default=None, compare=False, repr=False)
     style_vector: torch.Tensor | None = field(default=None, compare=False, repr=False)
     owner: str | None = None
 
@@ -108,7 +109,12 @@ def builtin_styles() -> list[Style]:
 
 
 def manifest_styles(manifest: Manifest, models_dir: Path) -> list[Style]:
-    """Manifest styles whose checkpoint file is present (official ones appear once fetched)."""
+    """Manifest styles whose checkpoint file is present (official ones appear once fetched).
+
+    A style that `stands_in_for` another name (Atelier's own mosaic for the official `mosaic`)
+    also answers to that name while no style of that name is installed; once the official
+    weights are fetched, the name is theirs and ours stays reachable under its own name.
+    """
     styles = []
     for entry in manifest.styles.values():
         path = models_dir / entry.file
@@ -126,6 +132,14 @@ def manifest_styles(manifest: Manifest, models_dir: Path) -> list[Style]:
                 checkpoint=path,
             )
         )
+    installed = {style.name for style in styles}
+    for entry in manifest.styles.values():
+        target = entry.stands_in_for
+        if target is None or entry.name not in installed or target in installed:
+            continue
+        ours = next(style for style in styles if style.name == entry.name)
+        styles.append(replace(ours, name=target))
+        installed.add(target)
     return styles
 
 

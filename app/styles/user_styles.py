@@ -1,8 +1,10 @@
-"""User-registered styles: a painting's style vector saved under a name, in the job database.
+"""User styles, in the job database: paintings registered as style vectors, and networks
+trained by Atelier's training jobs.
 
-Only the 100-number vector and a thumbnail are kept (not the painting), so a registered style
-costs a few KB and is rendered by the arbitrary-style transformer like an uploaded painting.
-Storing them beside the jobs means every API host sees the same styles and they survive restarts.
+A registered painting keeps only its 100-number vector and a thumbnail (not the painting), a few
+KB rendered by the arbitrary-style transformer. A trained style keeps its TransformerNet weights
+(fp16 safetensors, about 3 MB) and is served by the fast path. Storing both beside the jobs means
+every API host sees the same styles and they survive restarts.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from sqlalchemy import DateTime, Engine, LargeBinary, String, Text, delete, sele
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from app.jobs.schema import upgrade_schema
 from app.styles.catalog import Engine as StyleEngine
 from app.styles.catalog import Style, StyleOrigin
 
 ATTRIBUTION = "registered by a user from their own painting (Ghiasi et al. 2017 style vector)"
+TRAINED_ATTRIBUTION = "trained by Atelier on the user's painting (Johnson et al. 2016)"
 
 
 class UserStylesBase(DeclarativeBase):
@@ -33,7 +37,9 @@ class UserStyleRow(UserStylesBase):
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     owner: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    engine: Mapped[str] = mapped_column(String(32), default="arbitrary", server_default="arbitrary")
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    weights: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     thumbnail: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -44,15 +50,35 @@ class DuplicateStyle(ValueError):
 
 @dataclass(frozen=True)
 class NewUserStyle:
+    """A style to save: either a painting's `vector` or a trained network's `weights`."""
+
     name: str
     title: str
     description: str
     owner: str | None
-    vector: torch.Tensor
     thumbnail: bytes
+    vector: torch.Tensor | None = None
+    weights: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if (self.vector is None) == (self.weights is None):
+            raise ValueError("a user style has either a style vector or trained weights")
 
 
 def to_style(row: UserStyleRow) -> Style:
+    if row.engine == StyleEngine.transformer:
+        return Style(
+            name=row.name,
+            title=row.title,
+            description=row.description,
+            source=TRAINED_ATTRIBUTION,
+            license="owned by the user who trained it",
+            engine=StyleEngine.transformer,
+            origin=StyleOrigin.user,
+            weights=row.weights,
+            owner=row.owner,
+        )
+    assert row.vector is not None
     vector = torch.from_numpy(np.frombuffer(row.vector, dtype=np.float32).copy())
     return Style(
         name=row.name,
@@ -73,10 +99,11 @@ class UserStyleStore:
         self._schema_ready = False
 
     def create_schema(self) -> None:
-        """Called before each use, so it does the work once per store."""
+        """Create or migrate the tables; they live in the job database's migrations. Called
+        before each use, so it does the work once per store."""
         if self._schema_ready:
             return
-        UserStylesBase.metadata.create_all(self.engine)
+        upgrade_schema(self.engine)
         self._schema_ready = True
 
     def visible_to(self, owner: str | None) -> list[Style]:
@@ -96,7 +123,9 @@ class UserStyleStore:
             title=new.title,
             description=new.description,
             owner=new.owner,
-            vector=new.vector.detach().cpu().to(torch.float32).numpy().tobytes(),
+            engine=StyleEngine.arbitrary if vector is not None else StyleEngine.transformer,
+            vector=vector,
+            weights=new.weights,
             thumbnail=new.thumbnail,
             created_at=datetime.now(UTC),
         )

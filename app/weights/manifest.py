@@ -53,6 +53,8 @@ class StyleEntry:
     source: str
     license: str
     official: bool = False
+    stands_in_for: str | None = None
+    recipe: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,16 @@ def _parse_style(name: str, entry: dict) -> StyleEntry:
             source=str(entry.get("source", "")),
             license=str(entry.get("license", "unknown")),
             official=bool(entry.get("official", False)),
+            stands_in_for=_optional_name(entry.get("stands_in_for"), name),
+            recipe=str(entry.get("recipe", "")),
         )
     except KeyError as exc:
         raise ManifestError(f"style {name!r}: missing field {exc}") from exc
+
+
+def _optional_name(value: object, owner: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not STYLE_NAME.match(value):
+        raise ManifestError(f"style {owner!r}: stands_in_for must be a style name, got {value!r}")
+    return value

@@ -83,7 +83,7 @@ def new_job(
     """A NewJob for a 64x48 content and one 64 px style, with tiny default options."""
     values: dict[str, object] = {"iterations": 8, "size": 64, "optimizer": "adam", **options}
     gatys = GatysOptions(**values)  # type: ignore[arg-type]
-    return NewJob(
+    return NewJob.gatys(
         options=options_to_json(gatys),
         backbone=backbone,
         total=gatys.iterations,

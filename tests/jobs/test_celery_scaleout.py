@@ -101,7 +101,7 @@ def workers(
 @pytest.fixture(scope="module")
 def api(scaleout_settings: Settings, workers: WorkerPool) -> Iterator[TestClient]:
     with TestClient(create_app(scaleout_settings)) as test_client:
-        assert test_client.app.state.jobs.runner is None, "the API must not run jobs itself"
+        assert test_client.app.state.jobs.runners == [], "the API must not run jobs itself"
         yield test_client
 
 

@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
-from app.jobs.runners.celery_worker import QUEUE
+from app.jobs.kinds import queue_name
 from app.main import create_app
 
 REDIS_DB = 9  # test_celery_scaleout uses 7 and test_soak 8
@@ -385,10 +385,10 @@ def test_broker_outage_is_503_and_the_same_app_recovers(
     settings = app_settings(broker_url=broker, embedded_worker=False)
 
     with redis.Redis.from_url(direct, socket_timeout=5) as queue, running(settings) as client:
-        assert client.app.state.jobs.runner is None
+        assert client.app.state.jobs.runners == []
         first = helpers.submit(client, content, style)
         assert first.status_code == 202, first.text
-        assert queue.llen(QUEUE) == 1
+        assert queue.llen(queue_name("gatys")) == 1
 
         relay.down(mode)
         for attempt in range(2):  # the first finds its pooled connection cut, the second none
@@ -400,7 +400,7 @@ def test_broker_outage_is_503_and_the_same_app_recovers(
             )
             helpers.problem(response, 503, "broker_unavailable")
             assert int(response.headers["retry-after"]) > 0
-        assert queue.llen(QUEUE) == 1
+        assert queue.llen(queue_name("gatys")) == 1
         # A job the broker never got must not linger as queued: it failed, and says why.
         failed = client.get("/jobs", params={"state": "failed"}).json()
         assert failed["total"] == 2
@@ -413,4 +413,4 @@ def test_broker_outage_is_503_and_the_same_app_recovers(
         recovered = helpers.submit(client, content, style)
         assert recovered.status_code == 202, recovered.text
         assert recovered.json()["state"] == "queued"
-        assert queue.llen(QUEUE) == 2, "the recovered submit's message never reached Redis"
+        assert queue.llen(queue_name("gatys")) == 2, "the recovered submit never reached Redis"

@@ -34,8 +34,8 @@ from app.config import Settings
 from app.gatys.backbones import Backbone
 from app.gatys.optimize import GatysOptions, run
 from app.imaging.decode import decode_image
-from app.jobs import execute
 from app.jobs.execute import BACKBONES
+from app.jobs.kinds import gatys as gatys_kind
 from app.jobs.models import TERMINAL_STATES, BlobKind, Job, JobBlob, JobState
 from app.jobs.options import options_from_json
 from app.jobs.store import JobStore
@@ -223,11 +223,14 @@ def check_end_state(
         mean = image.reshape(-1, 3).mean(axis=0)
         nearest = int(np.argmin(np.linalg.norm(content_means - mean, axis=1)))
         assert nearest == plan.index, f"{label}: its colour {mean} is job {nearest}'s"
-        inputs = store.inputs(plan.job_id)
         pixels = settings.max_pixels
+        (content,) = store.blobs(plan.job_id, BlobKind.content)
         again = run(
-            decode_image(inputs.content, max_pixels=pixels).pixels,
-            [decode_image(style, max_pixels=pixels).pixels for style in inputs.styles],
+            decode_image(content, max_pixels=pixels).pixels,
+            [
+                decode_image(style, max_pixels=pixels).pixels
+                for style in store.blobs(plan.job_id, BlobKind.style)
+            ],
             options_from_json(job.options).effective,
             backbone,
         )
@@ -294,7 +297,7 @@ def test_a_cancel_during_the_last_iteration_wins_over_the_result(
         assert stores[0].request_cancel(job.id).state is JobState.running
         return image
 
-    monkeypatch.setattr(execute, "run", engine_then_cancel)
+    monkeypatch.setattr(gatys_kind, "run", engine_then_cancel)
     with TestClient(create_app(app_settings())) as client:
         stores.append(client.app.state.jobs.store)
         fields = {"size": "48", "iterations": "4", "optimizer": "adam"}
@@ -470,7 +473,7 @@ def test_celery_burst_with_cancels_and_a_killed_worker(
         return bool(killed) and all(job.state in TERMINAL_STATES for job in rows.values())
 
     with TestClient(create_app(settings)) as client:
-        assert client.app.state.jobs.runner is None, "the API must not run jobs itself"
+        assert client.app.state.jobs.runners == [], "the API must not run jobs itself"
         store: JobStore = client.app.state.jobs.store
         try:
             helpers.wait_for(pool.ready, READY_S, "both workers to be ready", step=0.2)

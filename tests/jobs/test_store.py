@@ -33,9 +33,8 @@ def test_create_get_and_inputs(store: JobStore, helpers) -> None:
     assert (fetched.attempts, fetched.iteration, fetched.total) == (0, 0, 8)
     assert fetched.options["iterations"] == 8 and fetched.style_count == 2
     assert fetched.created_at == store.clock()
-    inputs = store.inputs(job.id)
-    assert inputs.content == helpers.png(64, 48, seed=1)
-    assert inputs.styles == styles
+    assert store.blobs(job.id, BlobKind.content) == [helpers.png(64, 48, seed=1)]
+    assert store.blobs(job.id, BlobKind.style) == styles
     with pytest.raises(JobNotFound):
         store.get("0" * 32)
 
@@ -293,11 +292,16 @@ def test_sweeper_requeues_a_dead_local_holder_without_waiting(store: JobStore, h
     alive = store.create(helpers.job())
     store.claim(f"{socket.gethostname()}:{dead_pid()}:local-x", LEASE, job_id=dead.id)
     store.claim(make_worker_id("local"), LEASE, job_id=alive.id)
-    announced: list[str] = []
-    sweeper = LeaseSweeper(store, max_attempts=2, interval_s=60, on_requeued=announced.append)
+    announced: list[tuple[str, str]] = []
+    sweeper = LeaseSweeper(
+        store,
+        max_attempts=2,
+        interval_s=60,
+        on_requeued=lambda job_id, kind: announced.append((job_id, kind)),
+    )
 
     outcomes = sweeper.sweep()
 
     assert [(o.job_id, o.state) for o in outcomes] == [(dead.id, JobState.queued)]
-    assert announced == [dead.id]
+    assert announced == [(dead.id, "gatys")]
     assert store.get(alive.id).state is JobState.running

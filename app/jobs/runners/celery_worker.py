@@ -16,6 +16,12 @@ only publishes, while a client waits: its reads time out after 1 s and a publish
 (on a fresh connection, which also recovers from a broker restart), so a down broker is a 503
 within about 3 s. Workers wait on the broker for a living and get more slack.
 
+Each job kind has its own queue (`atelier.gatys`, `atelier.training`, `atelier.video`), so
+operators run and scale each kind's workers apart: `atelier worker --kind training`. On SIGTERM
+(Celery's warm shutdown) a running job is told to stop at its next step: a training job saves a
+checkpoint first, and the job is handed back to the queue at once rather than left to wait for
+its lease to lapse.
+
 Run with `atelier worker` or `python -m app.jobs.runners.celery_worker`; the plain Celery CLI
 also works: `celery -A app.jobs.runners.celery_worker inspect active`.
 """
@@ -25,24 +31,27 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
 from celery import Celery, Task, bootsteps
+from celery.signals import worker_shutting_down
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings, get_settings
 from app.inference.device import configure_threads
 from app.jobs.execute import execute_job
+from app.jobs.kinds import KINDS, queue_name
 from app.jobs.lease import make_worker_id
+from app.jobs.models import JobState
 from app.jobs.store import JobStore
 from app.jobs.sweeper import LeaseSweeper
 
 log = logging.getLogger("atelier.jobs.celery")
 
 RUN_JOB = "atelier.run_job"
-QUEUE = "atelier-jobs"
 CLAIM_RETRY_S = 5  # the database was unreachable; try the claim again after this long
 PRODUCER_SOCKET_TIMEOUT_S = 1.0  # a publish is one small LPUSH, answered in milliseconds
 WORKER_SOCKET_TIMEOUT_S = 10.0  # well above kombu's 1 s BRPOP wait and its health-check PINGs
@@ -57,7 +66,7 @@ def create_celery_app(settings: Settings, *, producer_only: bool = False) -> Cel
     socket_timeout = PRODUCER_SOCKET_TIMEOUT_S if producer_only else WORKER_SOCKET_TIMEOUT_S
     app = Celery("atelier", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
-        task_default_queue=QUEUE,
+        task_default_queue=queue_name("gatys"),
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -84,7 +93,7 @@ def create_celery_app(settings: Settings, *, producer_only: bool = False) -> Cel
             "interval_max": 1,
         },
     )
-    context = WorkerContext(settings)
+    context = WorkerContext(settings, lambda job_id, kind: _announce(app, job_id, kind))
 
     @app.task(name=RUN_JOB, bind=True, ignore_result=True)
     def run_job(task: Task, job_id: str) -> str:
@@ -98,7 +107,7 @@ def create_celery_app(settings: Settings, *, producer_only: bool = False) -> Cel
         """Starts the lease sweeper with the worker, so a worker fleet needs no extra process."""
 
         def start(self, parent: Any) -> None:
-            context.start(lambda job_id: _announce(app, job_id))
+            context.start()
 
         def stop(self, parent: Any) -> None:
             context.stop()
@@ -107,19 +116,26 @@ def create_celery_app(settings: Settings, *, producer_only: bool = False) -> Cel
     return app
 
 
-def _announce(app: Celery, job_id: str) -> None:
-    app.send_task(RUN_JOB, args=[job_id], queue=QUEUE)
+def _announce(app: Celery, job_id: str, kind: str) -> None:
+    app.send_task(RUN_JOB, args=[job_id], queue=queue_name(kind))
 
 
 class WorkerContext:
     """A worker process's long-lived parts; the store is built on first use so the API, which
     only sends tasks, never opens it through here."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, dispatch: Callable[[str, str], None]) -> None:
         self.settings = settings
         self.worker_id = make_worker_id("celery")
+        self.dispatch = dispatch
+        self.stopping = threading.Event()
         self._store: JobStore | None = None
         self._sweeper: LeaseSweeper | None = None
+        worker_shutting_down.connect(self._on_shutdown, weak=False)
+
+    def _on_shutdown(self, **_: Any) -> None:
+        """SIGTERM/SIGINT: the running job stops at its next step and goes back to the queue."""
+        self.stopping.set()
 
     @property
     def store(self) -> JobStore:
@@ -136,16 +152,20 @@ class WorkerContext:
         if job is None:
             log.info("job %s is not queued any more; message dropped", job_id)
             return "skipped"
-        state = execute_job(self.store, job_id, self.worker_id, settings)
+        state = execute_job(self.store, job_id, self.worker_id, settings, stop=self.stopping)
+        if state is JobState.queued:
+            # Handed back while shutting down: this message is acked when the task returns, so
+            # the job needs a fresh one for the next worker.
+            self.dispatch(job_id, job.kind)
         return state.value if state is not None else "lost"
 
-    def start(self, dispatch: Callable[[str], None]) -> None:
+    def start(self) -> None:
         configure_threads(self.settings.torch_threads, self.settings.torch_interop_threads)
         self._sweeper = LeaseSweeper(
             self.store,
             max_attempts=self.settings.job_max_attempts,
             interval_s=self.settings.job_sweep_interval_s,
-            on_requeued=dispatch,
+            on_requeued=self.dispatch,
         )
         try:
             self._sweeper.sweep()
@@ -158,8 +178,11 @@ class WorkerContext:
             self._sweeper.stop()
 
 
-def start_worker(settings: Settings) -> None:
-    """Run a worker in this process until it is stopped (blocks)."""
+def start_worker(settings: Settings, kinds: Sequence[str] = tuple(KINDS)) -> None:
+    """Run a worker for `kinds`' queues in this process until it is stopped (blocks)."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown job kind(s) {unknown}; known: {', '.join(KINDS)}")
     app = create_celery_app(settings)
     app.worker_main(
         [
@@ -167,7 +190,7 @@ def start_worker(settings: Settings) -> None:
             "--pool=solo",
             "--concurrency=1",
             "--prefetch-multiplier=1",
-            f"--queues={QUEUE}",
+            f"--queues={','.join(queue_name(kind) for kind in kinds)}",
             f"--hostname=atelier-{os.getpid()}@%h",
             "--without-gossip",
             "--without-mingle",

@@ -1,8 +1,9 @@
-"""The embedded worker: a thread of the API process that runs queued jobs one at a time.
+"""The embedded worker: threads of the API process that run queued jobs, one per job kind.
 
-One thread per process, because a Gatys run already uses every core (or the whole GPU); a second
-concurrent job would only make both slower. On shutdown the running job is handed back to the
-queue, so it starts again when the service does.
+Each kind runs one job at a time, because one run already uses every core (or the whole GPU);
+but kinds have their own thread, so an hour-long training job never blocks a Gatys job queued
+behind it (both then share the machine). On shutdown a running job is handed back to the queue
+(a training job after saving a checkpoint), so it continues when the service starts again.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -33,8 +34,11 @@ class LocalRunner:
         *,
         backbones: BackboneCache | None = None,
         on_finished: Callable[[JobState, float], None] | None = None,
+        kinds: Collection[str] | None = None,
     ) -> None:
+        """`kinds` limits this runner to those job kinds (default: any kind)."""
         self.store = store
+        self.kinds = None if kinds is None else tuple(kinds)
         self.settings = settings
         self.backbones = backbones
         self.on_finished = on_finished
@@ -44,16 +48,21 @@ class LocalRunner:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
+        name = f"job-runner-{'-'.join(self.kinds)}" if self.kinds else "job-runner"
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def wake(self) -> None:
         """A job was queued: look now rather than at the next poll."""
         self._wake.set()
 
-    def stop(self) -> None:
+    def stop_soon(self) -> None:
+        """Ask the running job to stop at its next step, without waiting for it."""
         self._stop.set()
         self._wake.set()
+
+    def stop(self) -> None:
+        self.stop_soon()
         if self._thread is not None:
             self._thread.join(timeout=STOP_TIMEOUT_S)
             if self._thread.is_alive():
@@ -66,7 +75,9 @@ class LocalRunner:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                job = self.store.claim(self.worker_id, settings.job_lease_seconds)
+                job = self.store.claim(
+                    self.worker_id, settings.job_lease_seconds, kinds=self.kinds
+                )
             except SQLAlchemyError as exc:
                 log.warning("cannot claim jobs (will retry): %s", exc)
                 job = None

@@ -1,0 +1,131 @@
+"""`atelier train`: train a fast style network on a painting, with a progress bar and resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.config import get_settings
+
+WEIGHT_SUFFIXES = (".pth", ".safetensors")
+
+
+def train(
+    painting: Annotated[Path, typer.Argument(help="The painting to learn.", exists=True)],
+    photos: Annotated[
+        list[Path],
+        typer.Option(
+            "--photos", help="Folder (or file) of content photos; repeat for several.", exists=True
+        ),
+    ],
+    name: Annotated[str, typer.Option(help="Style name, used in the progress bar and files.")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Weights file: .pth (fp32, pytorch/examples) or "
+            ".safetensors (fp16). Default: NAME.safetensors.",
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint file: resumed from when it exists, written as it trains."),
+    ] = None,
+    iterations: Annotated[int, typer.Option(min=1)] = 2000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 2,
+    crop_size: Annotated[int, typer.Option(min=64)] = 192,
+    style_size: Annotated[int, typer.Option(min=64)] = 320,
+    content_weight: Annotated[float | None, typer.Option(min=0.0)] = None,
+    style_weight: Annotated[float | None, typer.Option(min=0.0)] = None,
+    tv_weight: Annotated[float | None, typer.Option(min=0.0)] = None,
+    learning_rate: Annotated[float, typer.Option()] = 1e-3,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    backbone: Annotated[str, typer.Option(help="auto, vgg16 or efficientnet-lite0.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32 or bf16.")] = "auto",
+    checkpoint_interval: Annotated[int, typer.Option(min=0)] = 100,
+) -> None:
+    """Train a Johnson et al. TransformerNet on PAINTING's style (resumable with --checkpoint)."""
+    from tqdm import tqdm
+
+    from app.gatys.backbones import BackboneUnavailable, load_backbone
+    from app.inference.device import configure_threads, select_device
+    from app.jobs.kinds.training import load_photos, photo_folder_files
+    from app.jobs.stored_inputs import JobInputError
+    from app.training import Progress, TrainOptions
+    from app.training import train as run_training
+    from app.training.checkpoint import load_checkpoint, save_checkpoint
+    from app.weights.checkpoints import transformer_net_pth, transformer_net_safetensors
+
+    output = output or Path(f"{name}.safetensors")
+    if output.suffix not in WEIGHT_SUFFIXES:
+        _fail(f"output must end in {' or '.join(WEIGHT_SUFFIXES)}, not {output.name!r}")
+    settings = get_settings()
+    try:
+        options = TrainOptions(
+            iterations=iterations,
+            batch_size=batch_size,
+            crop_size=crop_size,
+            style_size=style_size,
+            content_weight=content_weight,
+            style_weight=style_weight,
+            tv_weight=tv_weight,
+            learning_rate=learning_rate,
+            seed=seed,
+            backbone=backbone,
+            precision=precision,
+            checkpoint_interval=checkpoint_interval,
+            preview_interval=0,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    files = [f for path in photos for f in (photo_folder_files(path) if path.is_dir() else [path])]
+    if not files:
+        _fail("no photos found (.jpg, .jpeg, .png, .webp) in " + ", ".join(map(str, photos)))
+    try:
+        photo_pixels = load_photos([f.read_bytes() for f in files], settings, "photo")
+        painting_pixels = load_photos([painting.read_bytes()], settings, "painting")[0]
+        configure_threads(settings.torch_threads, settings.torch_interop_threads)
+        device = select_device(settings.device)
+        net = load_backbone(backbone, settings.models_dir, device, preferred="vgg16")
+    except (JobInputError, BackboneUnavailable, RuntimeError) as exc:
+        _fail(str(exc))
+    resume = (
+        load_checkpoint(checkpoint) if checkpoint is not None and checkpoint.is_file() else None
+    )
+    start = resume.iteration if resume is not None else 0
+    label = f"train {name} {net.name} {device}"
+    with tqdm(total=iterations, initial=start, unit="it", desc=label) as bar:
+
+        def on_progress(progress: Progress) -> None:
+            bar.update(progress.iteration - bar.n)
+            bar.set_postfix(
+                content=f"{progress.content_loss:.3g}",
+                style=f"{progress.style_loss:.3g}",
+                img_s=f"{progress.images_per_s:.2f}",
+            )
+
+        result = run_training(
+            photo_pixels,
+            painting_pixels,
+            options,
+            net,
+            resume=resume,
+            on_checkpoint=(lambda c: save_checkpoint(checkpoint, c)) if checkpoint else None,
+            on_progress=on_progress,
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    data = (
+        transformer_net_pth(result.net)
+        if output.suffix == ".pth"
+        else transformer_net_safetensors(result.net)
+    )
+    output.write_bytes(data)
+    typer.echo(f"wrote {output} after {result.iterations} iterations on {len(files)} photos")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the job database (jobs, their blobs and user styles)."""
