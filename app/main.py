@@ -27,6 +27,7 @@ from app.api.docs import documented_app
 from app.api.problems import install_problem_handlers
 from app.api.studio import mount_studio
 from app.config import Settings, get_settings
+from app.jobs.kinds.video import use_service
 from app.jobs.runtime import JobsRuntime
 from app.observability.logs import RequestIdMiddleware, log
 from app.observability.metrics import MetricsMiddleware, ServiceMetrics
@@ -48,6 +49,7 @@ Errors are `application/problem+json` with a machine-readable `code`.
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     service = Service(settings)
+    use_service(settings, service)  # embedded video jobs reuse the loaded networks
     service_metrics = ServiceMetrics()
     job_runtime = JobsRuntime(
         settings,
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_database_handlers(app)
     app.include_router(predict.router)
     app.include_router(styles.router)
+    app.include_router(video_jobs.router)
     app.include_router(jobs.router)
     app.include_router(live.router)
     app.include_router(health.router)

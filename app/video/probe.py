@@ -134,6 +134,8 @@ def probe(path: Path, limits: VideoLimits) -> MediaInfo:
         )
     info = _probe_video(path) if kind is MediaKind.video else _probe_image(path, kind, limits)
     check_limits(info, limits)
+    if kind is MediaKind.video:
+        _check_packets(path, info, limits)
     return info
 
 
@@ -202,6 +204,42 @@ def _probe_video(path: Path) -> MediaInfo:
             codec=codec,
             audio=audio,
         )
+
+
+def _check_packets(path: Path, info: MediaInfo, limits: VideoLimits) -> None:
+    """Read the video packets (parsing only; sizes are already checked) and decode the first
+    frame: a truncated or corrupt clip is refused now, not halfway through a job."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            declared = stream.frames
+            packets = 0
+            first_frame = False
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                packets += 1
+                if packets > limits.max_frames:
+                    raise VideoTooLong(
+                        f"the clip has more than {limits.max_frames:,} frames "
+                        "(ATELIER_VIDEO_MAX_FRAMES)"
+                    )
+                if not first_frame:
+                    first_frame = bool(stream.codec_context.decode(packet))
+    except av.FFmpegError as exc:
+        raise VideoRejected(f"the clip is corrupt or truncated ({exc})") from exc
+    if packets == 0:
+        raise VideoRejected("the clip has no video frames")
+    if declared and packets < declared:
+        raise VideoRejected(f"the clip is truncated: {packets} of {declared} frames are present")
+    if not first_frame:  # a decoder with frame delay: decode up to the first frame only
+        try:
+            with av.open(str(path)) as container:
+                first_frame = next(iter(container.decode(video=0)), None) is not None
+        except av.FFmpegError as exc:
+            raise VideoRejected(f"the clip is corrupt ({exc})") from exc
+    if not first_frame:
+        raise VideoRejected("the clip's frames cannot be decoded")
 
 
 def _duration_s(container: av.container.InputContainer, stream: av.VideoStream) -> float:
