@@ -13,6 +13,7 @@ import threading
 import numpy as np
 
 from app.config import Settings
+from app.inference.cpu_precision import choose_cpu_precision
 from app.inference.device import configure_threads, select_device
 from app.inference.executor import InferenceExecutor
 from app.inference.runner import CudaOptions, StyleRunner
@@ -82,6 +83,7 @@ class Service:
             device,
             settings.cache_dir,
             cpu_backend=settings.cpu_backend,
+            cpu_precision=choose_cpu_precision(settings.cpu_precision),
             threads=settings.torch_threads,
             emulate_int8=settings.arbitrary_emulate_int8,
             cuda=cuda_options(settings),

@@ -66,7 +66,9 @@ def styles() -> None:
 
 @cli.command()
 def stylize(
-    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Images, videos, animated GIF/WebP, or folders.")
+    ],
     style: Annotated[str | None, typer.Option("--style", "-s", help="Style or blend.")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="File, or folder.")] = Path(
         "stylized"
@@ -82,8 +84,15 @@ def stylize(
     style_weights: Annotated[
         str | None, typer.Option(help="Blend weights for several --style-image, e.g. 0.7,0.3.")
     ] = None,
+    stabilize: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=0.95, help="Videos: temporal stabilization weight (0 = per frame)."
+        ),
+    ] = None,
 ) -> None:
-    """Stylize image files with the same options as POST /model/predict."""
+    """Stylize images with the same options as POST /model/predict; videos and animated
+    GIF/WebP (recognised by content) frame by frame, e.g. `-o out.mp4`."""
     from app.cli.stylize import stylize_files
 
     code = stylize_files(
@@ -96,6 +105,7 @@ def stylize(
         fmt=format,
         style_images=style_image or [],
         style_weights=style_weights,
+        stabilize=stabilize,
     )
     raise typer.Exit(code)
 
