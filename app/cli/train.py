@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.config import get_settings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 WEIGHT_SUFFIXES = (".pth", ".safetensors")
 
@@ -46,6 +49,11 @@ def train(
     backbone: Annotated[str, typer.Option(help="auto, vgg16 or efficientnet-lite0.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32 or bf16.")] = "auto",
     checkpoint_interval: Annotated[int, typer.Option(min=0)] = 100,
+    preview: Annotated[
+        Path | None,
+        typer.Option(help="JPEG of the network on a probe photo, refreshed as it trains."),
+    ] = None,
+    preview_interval: Annotated[int, typer.Option(min=1)] = 100,
 ) -> None:
     """Train a Johnson et al. TransformerNet on PAINTING's style (resumable with --checkpoint)."""
     from tqdm import tqdm
@@ -54,6 +62,7 @@ def train(
     from app.inference.device import configure_threads, select_device
     from app.jobs.kinds.training import load_photos, photo_folder_files
     from app.jobs.stored_inputs import JobInputError
+    from app.styles.thumbnails import reference_photo
     from app.training import Progress, TrainOptions
     from app.training import train as run_training
     from app.training.checkpoint import load_checkpoint, save_checkpoint
@@ -77,7 +86,7 @@ def train(
             backbone=backbone,
             precision=precision,
             checkpoint_interval=checkpoint_interval,
-            preview_interval=0,
+            preview_interval=preview_interval if preview is not None else 0,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -115,6 +124,8 @@ def train(
             resume=resume,
             on_checkpoint=(lambda c: save_checkpoint(checkpoint, c)) if checkpoint else None,
             on_progress=on_progress,
+            probe=reference_photo(),
+            on_preview=(lambda image: _write_jpeg(preview, image)) if preview else None,
         )
     output.parent.mkdir(parents=True, exist_ok=True)
     data = (
@@ -124,6 +135,13 @@ def train(
     )
     output.write_bytes(data)
     typer.echo(f"wrote {output} after {result.iterations} iterations on {len(files)} photos")
+
+
+def _write_jpeg(path: Path, image: np.ndarray) -> None:
+    from app.imaging.encode import OutputFormat, encode_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_image(image, OutputFormat.jpeg, quality=90))
 
 
 def _fail(message: str) -> None:

@@ -284,7 +284,7 @@ def stylize_array(net: TransformerNet, image: Tensor) -> np.ndarray:
 def to_batch(image: np.ndarray) -> Tensor:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"images must be HxWx3 uint8 arrays, got {image.dtype} {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    return torch.tensor(image).permute(2, 0, 1)[None].float() / 255.0
 
 
 def _resize_long_side(image: Tensor, size: int) -> Tensor:

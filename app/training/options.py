@@ -28,8 +28,10 @@ class LossTaps:
 
 # VGG-16: Johnson et al.'s taps. Losses are the relative errors of app/gatys/losses.py, so the
 # weights are O(1) ratios, not pytorch/examples' 1e5/1e10.
-# EfficientNet-Lite0: content at the block-2 output (1/4 resolution, 24 channels), which keeps
-# edges the way relu2_2 does for VGG; style at the Gatys taps. Tuned on the in-box styles (see
+# EfficientNet-Lite0: content at the block-4 output (1/8 resolution, 40 channels) as in Gatys
+# jobs; a shallower content tap (block 2) kept the photo nearly untouched. Style at the Gatys
+# taps plus "rgb", the Gram matrix of the pixels themselves (the palette), which the
+# ReLU6-clipped feature Grams alone left washed out. Chosen from short pilot runs on mosaic (see
 # README, "Training your own style").
 DEFAULT_TAPS: dict[str, LossTaps] = {
     "vgg16": LossTaps(
@@ -38,9 +40,9 @@ DEFAULT_TAPS: dict[str, LossTaps] = {
         weights=LossWeights(content=1.0, style=5.0, tv=1.0),
     ),
     "efficientnet-lite0": LossTaps(
-        content=("block2",),
+        content=("block4",),
         style=("rgb", "stem", "block1_expand", "block3_expand", "block5_expand"),
-        weights=LossWeights(content=1.0, style=10.0, tv=200.0),
+        weights=LossWeights(content=1.0, style=20.0, tv=100.0),
     ),
 }
 

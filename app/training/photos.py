@@ -90,4 +90,4 @@ def _to_tensor(photo: np.ndarray) -> Tensor:
     if photo.dtype != np.uint8 or photo.ndim != 3 or photo.shape[2] != 3:
         raise ValueError(f"photos must be HxWx3 uint8 arrays, got {photo.dtype} {photo.shape}")
     # Kept as uint8 (a quarter of the memory); each crop is converted when it is cut.
-    return torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1)[None]
+    return torch.tensor(photo).permute(2, 0, 1)[None]
