@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     default_max_size: int = Field(1024, gt=0, description="Long side when a request names none.")
     min_side: int = Field(1, gt=0, description="Smallest accepted image side, in pixels.")
     max_style_images: int = Field(4, ge=1, description="Painting uploads per prediction.")
+    decode_budget_pixels: int = Field(
+        100_000_000,
+        gt=0,
+        description="Pixels that all uploads being decoded at once may hold (about 3-4 bytes "
+        "each), across predictions, styles and jobs; beyond it 503 `busy` + Retry-After.",
+    )
 
     # Inference execution.
     inference_workers: int = Field(1, ge=1, description="Concurrent inferences per device.")

@@ -14,6 +14,7 @@ import numpy as np
 
 from app.config import Settings
 from app.inference.cpu_precision import choose_cpu_precision
+from app.imaging.decode_budget import DecodeBudget
 from app.inference.device import configure_threads, select_device
 from app.inference.executor import InferenceExecutor
 from app.inference.runner import CudaOptions, StyleRunner
@@ -49,6 +50,7 @@ class Service:
         self.settings = settings
         self.catalog = StyleCatalog(builtin_styles())
         self.executor = InferenceExecutor(settings.inference_workers, settings.inference_queue)
+        self.decode_budget = DecodeBudget(settings.decode_budget_pixels)
         self.thumbnails = ThumbnailCache(settings.data_dir / "thumbnails")
         self.runner: StyleRunner | None = None
         self.problems: list[str] = []

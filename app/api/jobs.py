@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import io
-import math
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -28,6 +27,7 @@ from app.api.uploads import FileList, read_upload
 from app.config import Settings
 from app.gatys.optimize import GatysOptions
 from app.imaging.decode import ImageRejected, decode_image
+from app.imaging.decode_budget import DecodeBudget, reserve_decode
 from app.imaging.encode import MEDIA_TYPES, OutputFormat, encode_image
 from app.jobs.models import BlobKind, Job, JobState
 from app.jobs.options import DOWNSCALE_FACTOR, options_to_json
@@ -238,10 +238,11 @@ async def submit_job(
     )
     owner = client.id
     await check_pending(jobs, owner)
-    content_png = await _normalised(content, "content", options.output_size, settings)
-    style_side = max(16, round(options.output_size * options.style_scale))
+    budget = request.app.state.service.decode_budget
+    content_png = await _normalised(content, "content", options.output_size, settings, budget)
+    style_side = options.style_side()
     style_pngs = [
-        await _normalised(upload, f"style image {index + 1}", style_side, settings)
+        await _normalised(upload, f"style image {index + 1}", style_side, settings, budget)
         for index, upload in enumerate(uploads)
     ]
     new = NewJob.gatys(
@@ -461,7 +462,7 @@ def _build_options(settings: Settings, style_count: int, **values: Any) -> Gatys
         options = GatysOptions(**values)
     except (TypeError, ValueError) as exc:
         raise ProblemError(422, "invalid_parameter", str(exc)) from exc
-    style_side = math.ceil(options.output_size * options.style_scale)
+    style_side = options.style_side()
     if style_side > settings.job_max_size:
         raise invalid(
             "style_scale",
@@ -471,19 +472,22 @@ def _build_options(settings: Settings, style_count: int, **values: Any) -> Gatys
     return options
 
 
-async def _normalised(upload: UploadFile, label: str, long_side: int, settings: Settings) -> bytes:
+async def _normalised(
+    upload: UploadFile, label: str, long_side: int, settings: Settings, budget: DecodeBudget
+) -> bytes:
     """The upload decoded (400/413 on bad images) and shrunk to what the engine will use."""
     data = await read_upload(upload, settings.max_upload_bytes)
     try:
-        return await run_in_threadpool(_to_png, data, long_side, settings)
+        return await run_in_threadpool(_to_png, data, long_side, settings, budget)
     except ImageRejected as exc:
         raise ProblemError(exc.status, exc.code, f"{label}: {exc}") from exc
 
 
-def _to_png(data: bytes, long_side: int, settings: Settings) -> bytes:
-    decoded = decode_image(
-        data, max_pixels=settings.max_pixels, max_size=long_side, min_side=settings.min_side
-    )
+def _to_png(data: bytes, long_side: int, settings: Settings, budget: DecodeBudget) -> bytes:
+    with reserve_decode(budget, [(data, long_side)]):
+        decoded = decode_image(
+            data, max_pixels=settings.max_pixels, max_size=long_side, min_side=settings.min_side
+        )
     return encode_image(decoded.pixels, OutputFormat.png)
 
 

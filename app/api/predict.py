@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
@@ -20,7 +19,13 @@ from app.api.uploads import (
     run_inference,
 )
 from app.imaging.encode import MEDIA_TYPES, OutputFormat
-from app.inference.predict import PredictOptions, predict_bytes
+from app.imaging.decode_budget import reserve_decode
+from app.inference.predict import (
+    STYLE_IMAGE_DECODE_SIZE,
+    PredictOptions,
+    PredictResult,
+    predict_bytes,
+)
 from app.inference.runner import StyleRunner
 from app.service import Service
 from app.styles.catalog import Engine, SingleStyle, StyleOrigin
@@ -118,17 +123,15 @@ async def predict(
         style_images=paintings,
         style_weights=weights,
     )
-    result = await run_inference(
-        service,
-        partial(
-            predict_bytes,
-            runner,
-            upload,
-            options,
-            max_pixels=settings.max_pixels,
-            min_side=settings.min_side,
-        ),
-    )
+    decodes = [(upload, size), *((p, STYLE_IMAGE_DECODE_SIZE) for p in paintings)]
+
+    def predict_within_budget() -> PredictResult:
+        with reserve_decode(service.decode_budget, decodes):
+            return predict_bytes(
+                runner, upload, options, max_pixels=settings.max_pixels, min_side=settings.min_side
+            )
+
+    result = await run_inference(service, predict_within_budget)
     request.app.state.metrics.inference.labels(
         _style_label(options), _engine_label(options), runner.engine_backend
     ).observe(result.inference_ms / 1000.0)

@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.imaging.decode_budget import DecodeBudgetFull
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -118,6 +120,12 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         detail, errors = _validation_detail(exc)
         return problem_response(422, "invalid_parameter", detail, extra={"errors": errors})
+
+    @app.exception_handler(DecodeBudgetFull)
+    async def _decode_busy(_: Request, exc: DecodeBudgetFull) -> JSONResponse:
+        return problem_response(
+            503, "busy", str(exc), headers={"Retry-After": str(exc.retry_after)}
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

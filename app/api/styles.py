@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
@@ -16,6 +15,8 @@ from app.api.database import with_schema
 from app.api.deps import get_runner, get_service, get_user_styles
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import find_style, read_upload, run_inference
+from app.imaging.decode_budget import reserve_decode
+from app.inference.predict import STYLE_IMAGE_DECODE_SIZE
 from app.inference.registration import RegisteredPainting, analyse_painting
 from app.inference.runner import StyleRunner
 from app.service import Service
@@ -133,10 +134,12 @@ async def register_style(
     if name in service.catalog:
         raise ProblemError(409, "style_exists", f"a built-in style is already named {name!r}")
     data = await read_upload(image, service.settings.max_upload_bytes)
-    painting: RegisteredPainting = await run_inference(
-        service,
-        partial(analyse_painting, runner, data, max_pixels=service.settings.max_pixels),
-    )
+
+    def analyse_within_budget() -> RegisteredPainting:
+        with reserve_decode(service.decode_budget, [(data, STYLE_IMAGE_DECODE_SIZE)]):
+            return analyse_painting(runner, data, max_pixels=service.settings.max_pixels)
+
+    painting = await run_inference(service, analyse_within_budget)
     new = NewUserStyle(
         name=name,
         title=title or name.replace("-", " ").title(),

@@ -117,6 +117,11 @@ class GatysOptions:
         """Longest side of the returned image."""
         return self.scales[-1] if self.scales else self.size
 
+    def style_side(self, size: int | None = None) -> int:
+        """Longest side the style images are used at for an output of `size` (default: the
+        final one); the one place this is computed, so stored inputs match what runs."""
+        return max(MIN_SIZE, round((size or self.output_size) * self.style_scale))
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -312,7 +317,7 @@ class _Job:
         content_features = self.backbone(content)
         content_targets = {n: content_features[n] for n in self.backbone.content_layers}
         style_targets: dict[str, Tensor] = {}
-        style_size = max(MIN_SIZE, round(size * self.options.style_scale))
+        style_size = self.options.style_side(size)
         for style, weight in zip(self.style_work, self.blend, strict=True):
             if weight == 0:
                 continue

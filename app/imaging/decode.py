@@ -13,9 +13,24 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+JPEG_DRAFT_SCALES = (1, 2, 4, 8)  # the reductions libjpeg decodes at directly
+# Box-reduce a large decode to no less than this many times the target before the final
+# Lanczos resize (Pillow's `reducing_gap`): the full-size copies never exist, output unchanged.
+REDUCING_GAP = 2
+# Opaque modes only: box-averaging straight (not premultiplied) alpha bleeds hidden colours.
+_REDUCIBLE_MODES = ("RGB", "L", "CMYK")
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImageRejected(ValueError):
@@ -78,7 +93,9 @@ def decode_image(
         # Read after load: PNG's getexif() decodes the whole image, and a failed first decode
         # would leave a half-loaded image that a second load() accepts.
         orientation = _exif_orientation(image)
-        image = ImageOps.exif_transpose(image)
+        image = _reduce(image, max_size)
+        if orientation in _ORIENTATION_TRANSPOSE:
+            image = image.transpose(_ORIENTATION_TRANSPOSE[orientation])
         pixels = _to_rgb_array(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageRejected(f"the image is corrupt or truncated ({exc})") from exc
@@ -116,6 +133,15 @@ def _exif_orientation(image: Image.Image) -> int:
         return int(image.getexif().get(0x0112, 1))
     except (OSError, ValueError, TypeError, SyntaxError):
         return 1
+
+
+def _reduce(image: Image.Image, max_size: int | None) -> Image.Image:
+    """A whole-factor box reduction of a decode much larger than the target (drops the
+    full-size image before the copies that mode conversion and resizing make)."""
+    if max_size is None or image.mode not in _REDUCIBLE_MODES:
+        return image
+    factor = max(image.size) // (max_size * REDUCING_GAP)
+    return image.reduce(factor) if factor >= 2 else image
 
 
 def _draft(image: Image.Image, max_size: int) -> None:
