@@ -44,9 +44,22 @@ def upgrade_schema(engine: Engine) -> None:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
     if current_revision(engine) == head_revision():
         return
-    with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
-        config = _config()
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:
+            # SQLite alters a column by copying its table and dropping the old one; with foreign
+            # keys on, that drop would cascade into the job blobs. The pragma only takes effect
+            # outside a transaction, hence the commit before the migration's own.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        with connection.begin():
+            if engine.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK}
+                )
+            config = _config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
