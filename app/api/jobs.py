@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from app.api.access import Client, may_access, require_client
 from app.api.job_submission import check_pending, enqueue, invalid
 from app.api.problems import ProblemError, problem_responses
-from app.api.uploads import FileList, read_upload
+from app.api.uploads import FileList, read_upload, unknown_style
 from app.config import Settings
 from app.gatys.optimize import GatysOptions
 from app.imaging.decode import ImageRejected, decode_image
@@ -409,12 +409,7 @@ def _check_style_source(
         try:
             found = request.app.state.service.catalog.get(style_name)
         except UnknownStyle as exc:
-            raise ProblemError(
-                404,
-                "unknown_style",
-                f"no style named {exc.name!r}; available: {', '.join(exc.available)}",
-                extra={"available": exc.available},
-            ) from exc
+            raise unknown_style(exc.name, exc.available) from exc
         raise invalid(
             "style_name",
             f"style {found.name!r} is a trained network with no reference painting to "

@@ -98,7 +98,7 @@ async def resolve_style(
         raise ProblemError(422, "invalid_style", str(exc)) from exc
     except UnknownStyle as exc:
         if "," in spec or ":" in spec:
-            raise _unknown(exc.name, exc.available) from exc
+            raise unknown_style(exc.name, exc.available) from exc
     return SingleStyle(await find_style(service, user_styles, spec, owner))
 
 
@@ -116,11 +116,12 @@ async def find_style(
         # HTTP exception handlers do not apply.
         raise database_unavailable() from exc
     if style is None or not may_access(owner, style.owner):
-        raise _unknown(name, service.catalog.names())
+        raise unknown_style(name, service.catalog.names())
     return style
 
 
-def _unknown(name: str, available: list[str]) -> ProblemError:
+def unknown_style(name: str, available: list[str]) -> ProblemError:
+    """404 for a style name nobody may use here, listing the catalog's names."""
     return ProblemError(
         404,
         "unknown_style",

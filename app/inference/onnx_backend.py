@@ -12,10 +12,13 @@ OpenMP workers would otherwise spin on the same cores as onnxruntime's after eve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +47,36 @@ def state_digest(module: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+# What every cold export prints, each understood: (category, message regex, why it is harmless).
+UNDERSTOOD_EXPORT_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    # Deliberate: the TorchScript exporter (dynamo=False) handles our dynamic-size graphs.
+    (DeprecationWarning, r"You are using the legacy TorchScript-based ONNX export"),
+    # Raised by torch's own legacy exporter internals, not by our call.
+    (DeprecationWarning, r"The feature will be removed\. Please remove usage of this function"),
+    # Reflection padding's reversed slices (step -1) stay Slice ops: correct, only not folded.
+    (UserWarning, r"Constant folding - Only steps=1 can be constant folded"),
+    # Instance norm always normalises with the input's own statistics, as the nets were trained.
+    (UserWarning, r"ONNX export mode is set to TrainingMode\.EVAL, but operator 'instance_norm'"),
+    # A shape check (the transformer's minimum side) traced once; the runner checks sizes first.
+    (torch.jit.TracerWarning, r"Converting a tensor to a Python boolean"),
+)
+# Only for fixed-size exports (the style predictor, always 256x256): TF "SAME" paddings computed
+# from the traced shape are exact there. With dynamic sizes this warning would be a real bug.
+FIXED_SIZE_EXPORT_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    (torch.jit.TracerWarning, r"Converting a tensor to a Python float"),
+)
+
+
+@contextlib.contextmanager
+def understood_export_warnings_silenced(*, fixed_size: bool = False) -> Iterator[None]:
+    """Hide exactly the warnings above during an export; anything else still shows."""
+    understood = UNDERSTOOD_EXPORT_WARNINGS + (FIXED_SIZE_EXPORT_WARNINGS if fixed_size else ())
+    with warnings.catch_warnings():
+        for category, message in understood:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
+
+
 def export_onnx(
     module: nn.Module,
     example: tuple[torch.Tensor, ...],
@@ -58,7 +91,7 @@ def export_onnx(
     os.close(fd)
     axes = {input_names[0]: {2: "h", 3: "w"}, "output": {1: "h", 2: "w"}} if dynamic else None
     try:
-        with _EXPORT_LOCK:
+        with _EXPORT_LOCK, understood_export_warnings_silenced():
             torch.onnx.export(
                 module,
                 example,
