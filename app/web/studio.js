@@ -3,6 +3,7 @@
 import { apiKey, loadCapabilities, setApiKey } from "./api.js";
 import { initInstant } from "./instant.js";
 import { initJobs } from "./jobs.js";
+import { initLive } from "./live.js";
 import { byId, preventStrayDrops } from "./ui.js";
 
 function setupApiKey() {
@@ -20,6 +21,7 @@ async function main() {
     .join(" ");
   initInstant(capabilities);
   initJobs(capabilities);
+  initLive(capabilities);
   document.body.dataset.ready = "true";
 }
 
