@@ -16,6 +16,7 @@ from app.api import (
     live,
     metrics,
     predict,
+    style_weights,
     styles,
     training_jobs,
     video_jobs,
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(styles.router)
     app.include_router(video_jobs.router)
+    app.include_router(training_jobs.router)
+    app.include_router(style_weights.router)
     app.include_router(jobs.router)
     app.include_router(live.router)
     app.include_router(health.router)

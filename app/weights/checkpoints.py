@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -55,6 +56,25 @@ def transformer_net_pth(net: TransformerNet) -> bytes:
     """An fp32 `.pth` state dict in pytorch/examples' layout, loadable by its TransformerNet."""
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu().float() for k, v in net.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def transformer_net_onnx(net: TransformerNet) -> bytes:
+    """`net` as ONNX for other runtimes: input and output (N,3,H,W) RGB 0..255, any H and W
+    that are multiples of 4 (the output is not clamped, as in pytorch/examples)."""
+    buffer = io.BytesIO()
+    example = torch.rand(1, 3, 64, 64) * 255.0
+    axes = {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}}
+    with warnings.catch_warnings():
+        # Understood and harmless here: instance norm "in training mode" is how TransformerNet
+        # always normalises, and the TorchScript exporter (deprecated, still the one that
+        # handles this graph with dynamic sizes) announces its deprecation.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net.eval(), (example,), buffer, input_names=["input"], output_names=["output"],
+            dynamic_axes=axes, opset_version=17, dynamo=False,
+        )  # fmt: skip
     return buffer.getvalue()
 
 
