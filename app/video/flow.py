@@ -8,6 +8,7 @@ transfer) marks pixels whose flow does not round-trip as occluded.
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 
 import cv2
@@ -34,12 +35,20 @@ def optical_flow(current: np.ndarray, previous: np.ndarray, method: FlowMethod) 
     )  # fmt: skip
 
 
-def warp(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
-    """Sample `image` at (x, y) + flow(x, y) (bilinear unless told), replicating borders."""
-    height, width = flow.shape[:2]
+@functools.lru_cache(maxsize=8)
+def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (x, y) of a frame size, made once per size (read-only)."""
     grid_x, grid_y = np.meshgrid(
         np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)
     )
+    grid_x.flags.writeable = False
+    grid_y.flags.writeable = False
+    return grid_x, grid_y
+
+
+def warp(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Sample `image` at (x, y) + flow(x, y) (bilinear unless told), replicating borders."""
+    grid_x, grid_y = _grid(*flow.shape[:2])
     return cv2.remap(
         image,
         grid_x + flow[..., 0],
@@ -56,11 +65,13 @@ def consistency_mask(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     when |b + f(x + b)|^2 < 0.01 (|b|^2 + |f(x + b)|^2) + 0.5, and it stays inside the frame.
     """
     forward_at = warp(forward, backward)
-    round_trip = np.sum((backward + forward_at) ** 2, axis=-1)
-    magnitude = np.sum(backward**2, axis=-1) + np.sum(forward_at**2, axis=-1)
+    round_trip = cv2.magnitude(*cv2.split(backward + forward_at)) ** 2
+    magnitude = (
+        cv2.magnitude(*cv2.split(backward)) ** 2 + cv2.magnitude(*cv2.split(forward_at)) ** 2
+    )
     consistent = round_trip < 0.01 * magnitude + 0.5
     height, width = backward.shape[:2]
-    grid_x, grid_y = np.meshgrid(np.arange(width), np.arange(height))
+    grid_x, grid_y = _grid(height, width)
     source_x = grid_x + backward[..., 0]
     source_y = grid_y + backward[..., 1]
     inside = (source_x >= 0) & (source_x <= width - 1) & (source_y >= 0) & (source_y <= height - 1)

@@ -25,9 +25,9 @@ import numpy as np
 from app.video.flow import FlowMethod, flows_both_ways, gray, warp
 
 MAX_STABILIZE = 0.95
-# The flow is computed at this long side at most: motion at a quarter of 1024 px is plenty for
-# the blend, and flow cost grows with pixels.
-FLOW_MAX_SIDE = 512
+# The flow (and the visibility mask) is computed at this long side at most: coarse motion is
+# plenty for the blend, and the cost grows with pixels.
+FLOW_MAX_SIDE = 320
 MASK_BLUR = 5  # px: soft mask edges avoid visible seams where occlusions start
 DETAIL_SIGMAS = (1.0, 3.0)  # Gaussian sigmas (px) splitting fine and medium detail bands
 MAX_DETAIL_GAIN = 3.0
@@ -92,13 +92,18 @@ def _detail_bands(image: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     return bands, base
 
 
+def _band_energies(image: np.ndarray) -> list[float]:
+    """Mean squared detail per band, on luma (the gains apply to all channels alike)."""
+    bands, _ = _detail_bands(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+    return [float(np.mean(band**2)) for band in bands]
+
+
 def restore_detail(blended: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """`blended` with each detail band scaled to the energy of the same band in `reference`."""
     bands, base = _detail_bands(blended)
-    reference_bands, _ = _detail_bands(reference)
     out = base
-    for band, target in zip(bands, reference_bands, strict=True):
-        energy = float(np.mean(band**2))
-        gain = np.sqrt(float(np.mean(target**2)) / energy) if energy > 1e-6 else 1.0
+    energies = zip(_band_energies(blended), _band_energies(reference), strict=True)
+    for band, (energy, target) in zip(bands, energies, strict=True):
+        gain = np.sqrt(target / energy) if energy > 1e-6 else 1.0
         out = out + min(MAX_DETAIL_GAIN, max(1.0, gain)) * band
     return out
