@@ -126,7 +126,8 @@ def stylize_video(
     if not checkpoint.chunks:
         raise Cancelled() if should_cancel() else RuntimeError("no frames were encoded")
     join_chunks(checkpoint.chunks, fmt, dest, source=source, loop=info.loop)
-    on_progress(VideoProgress(done, done, 0.0, 0.0))
+    final = _progress(done, resumed_from, done, started)
+    on_progress(VideoProgress(done, done, final.fps, 0.0))
     return VideoSummary(done, size[0], size[1], fmt, MEDIA_TYPES[fmt], resumed_from)
 
 

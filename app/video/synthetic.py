@@ -84,3 +84,27 @@ def write_animation(
     images[0].save(
         path, fmt, save_all=True, append_images=images[1:], duration=durations_ms, loop=0
     )
+
+
+def main() -> None:
+    """`python -m app.video.synthetic clip.mp4 [--photo P] [--seconds 10] [--size 854x480]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a pan-across-a-photo clip with a tone.")
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--photo", type=Path, default=None, help="default: the reference photo")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument("--size", default="854x480", help="width x height")
+    args = parser.parse_args()
+    width, height = (int(side) for side in args.size.lower().split("x"))
+    photo = args.photo or Path(__file__).resolve().parents[1] / "styles" / "reference.jpg"
+    pixels = np.asarray(Image.open(photo).convert("RGB"))
+    frames = pan_frames(pixels, round(args.seconds * args.fps), (width, height))
+    codec = "libvpx-vp9" if args.output.suffix.lower() == ".webm" else "libx264"
+    write_clip(args.output, frames, args.fps, codec=codec)
+    print(f"{args.output}: {len(frames)} frames, {width}x{height}, {args.fps} fps, with a tone")
+
+
+if __name__ == "__main__":
+    main()
