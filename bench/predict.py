@@ -309,20 +309,13 @@ def networks_section(args: argparse.Namespace) -> None:
         print(f"\nLoad average after: {load_average()}.")
 
 
-def transformer_style(folder: Path) -> object:
-    """Installed official weights when present, else random weights (same cost per pixel)."""
-    import torch
-
-    from app.nets.transformer_net import TransformerNet
+def checkpoint_style(name: str, path: Path) -> object:
+    """A TransformerNet style for a checkpoint file, as the catalog would list it."""
     from app.styles.catalog import Engine, Style, StyleOrigin
 
-    path = ROOT / "models" / "mosaic.pth"
-    if not path.exists():
-        path = folder / "random.pth"
-        torch.save(TransformerNet().state_dict(), path)
     return Style(
-        name="bench-transformer",
-        title="bench",
+        name=name,
+        title=name,
         description="",
         source="",
         license="",
@@ -330,6 +323,19 @@ def transformer_style(folder: Path) -> object:
         origin=StyleOrigin.local,
         checkpoint=path,
     )
+
+
+def transformer_style(folder: Path) -> object:
+    """Installed official weights when present, else random weights (same cost per pixel)."""
+    import torch
+
+    from app.nets.transformer_net import TransformerNet
+
+    path = ROOT / "models" / "mosaic.pth"
+    if not path.exists():
+        path = folder / "random.pth"
+        torch.save(TransformerNet().state_dict(), path)
+    return checkpoint_style("bench-transformer", path)
 
 
 # --------------------------------------------------------------------------------------------

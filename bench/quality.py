@@ -26,15 +26,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import machine_header  # noqa: E402
+from predict import checkpoint_style  # noqa: E402
 
 from app.inference.runner import StyleRunner  # noqa: E402
 from app.styles.catalog import (  # noqa: E402
-    Engine,
     SingleStyle,
     Style,
     StyleCatalog,
     StyleChoice,
-    StyleOrigin,
     StyleVector,
     builtin_styles,
     manifest_styles,
@@ -59,19 +58,7 @@ def checkpoint_styles(extra: list[Path]) -> list[Style]:
     styles = []
     with contextlib.suppress(ManifestError):
         styles += manifest_styles(load_manifest(ROOT / "models"), ROOT / "models")
-    for path in extra:
-        styles.append(
-            Style(
-                name=path.stem,
-                title=path.stem,
-                description="",
-                source="",
-                license="",
-                engine=Engine.transformer,
-                origin=StyleOrigin.local,
-                checkpoint=path,
-            )
-        )
+    styles += [checkpoint_style(path.stem, path) for path in extra]
     return [s for s in styles if s.checkpoint is not None and s.checkpoint.exists()]
 
 
