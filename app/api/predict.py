@@ -12,6 +12,7 @@ from app.api.deps import get_client, get_runner, get_service, get_user_styles
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import (
     FileList,
+    checked_max_size,
     parse_style_weights,
     read_style_images,
     read_upload,
@@ -99,13 +100,7 @@ async def predict(
     settings = service.settings
     if style is not None and model is not None and style != model:
         raise ProblemError(422, "invalid_parameter", "give either `style` or `model`, not both")
-    size = max_size or settings.default_max_size
-    if size > settings.max_size_limit:
-        raise ProblemError(
-            422,
-            "invalid_parameter",
-            f"max_size {size} exceeds the limit {settings.max_size_limit} (ATELIER_MAX_SIZE_LIMIT)",
-        )
+    size = checked_max_size(max_size or settings.default_max_size, settings)
     paintings = await read_style_images(style_image or [], settings)
     weights = parse_style_weights(style_weights, len(paintings))
     owner = client.id if client.authenticated else None

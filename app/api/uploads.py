@@ -65,6 +65,17 @@ async def read_style_images(uploads: list[UploadFile], settings: Settings) -> tu
     return tuple([await read_upload(upload, settings.max_upload_bytes) for upload in uploads])
 
 
+def checked_max_size(size: int, settings: Settings) -> int:
+    """`size` (an output long side), or 422 naming ATELIER_MAX_SIZE_LIMIT when over it."""
+    if size > settings.max_size_limit:
+        raise ProblemError(
+            422,
+            "invalid_parameter",
+            f"max_size {size} exceeds the limit {settings.max_size_limit} (ATELIER_MAX_SIZE_LIMIT)",
+        )
+    return size
+
+
 def parse_style_weights(text: str | None, count: int) -> tuple[float, ...] | None:
     """`0.7,0.3` -> (0.7, 0.3); one finite non-negative weight per style image, not all zero."""
     if text is None:

@@ -20,7 +20,12 @@ from app.api.deps import get_service, get_user_styles
 from app.api.job_submission import check_pending, enqueue
 from app.api.jobs import JobResource, JobsRoute, get_jobs
 from app.api.problems import ProblemError, problem_responses
-from app.api.uploads import parse_style_weights, read_style_images, resolve_style
+from app.api.uploads import (
+    checked_max_size,
+    parse_style_weights,
+    read_style_images,
+    resolve_style,
+)
 from app.jobs.kinds.video import VideoJobOptions, VideoStyle, video_limits
 from app.jobs.models import BlobKind
 from app.jobs.runtime import JobsRuntime
@@ -84,13 +89,7 @@ async def submit_video_job(
     client: Client = Depends(require_client),
 ) -> JobResource:
     settings = service.settings
-    size = max_size or settings.video_default_max_size
-    if size > settings.max_size_limit:
-        raise ProblemError(
-            422,
-            "invalid_parameter",
-            f"max_size {size} exceeds the limit {settings.max_size_limit} (ATELIER_MAX_SIZE_LIMIT)",
-        )
+    size = checked_max_size(max_size or settings.video_default_max_size, settings)
     paintings = await read_style_images(style_image or [], settings)
     weights = parse_style_weights(style_weights, len(paintings))
     owner = client.id if client.authenticated else None
