@@ -1,12 +1,18 @@
-"""What every job-submitting route does the same way, whatever the kind: the per-client queue
-limit, storing and announcing the job (503 when the broker is down), and field errors."""
+"""What every job-submitting route does the same way, whatever the kind: decoding uploads under
+the shared decode budget, the per-client queue limit, storing and announcing the job (503 when
+the broker is down), and field errors."""
 
 from __future__ import annotations
 
-from fastapi import Response
+from fastapi import Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.problems import ProblemError
+from app.api.uploads import read_upload
+from app.config import Settings
+from app.imaging.decode import ImageRejected, decode_image
+from app.imaging.decode_budget import DecodeBudget, reserve_decode
+from app.imaging.encode import OutputFormat, encode_image
 from app.jobs.models import Job
 from app.jobs.runtime import JobsRuntime
 from app.jobs.store import NewJob
@@ -56,3 +62,23 @@ async def enqueue(jobs: JobsRuntime, new: NewJob, response: Response) -> Job:
         ) from exc
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
+
+
+async def normalised_png(
+    upload: UploadFile, label: str, long_side: int, settings: Settings, budget: DecodeBudget
+) -> bytes:
+    """The upload decoded (400/413 on bad images, 503 when the decode budget is full) and
+    shrunk to what the job will use, as PNG: workers never meet an upload that cannot run."""
+    data = await read_upload(upload, settings.max_upload_bytes)
+    try:
+        return await run_in_threadpool(_to_png, data, long_side, settings, budget)
+    except ImageRejected as exc:
+        raise ProblemError(exc.status, exc.code, f"{label}: {exc}") from exc
+
+
+def _to_png(data: bytes, long_side: int, settings: Settings, budget: DecodeBudget) -> bytes:
+    with reserve_decode(budget, [(data, long_side)]):
+        decoded = decode_image(
+            data, max_pixels=settings.max_pixels, max_size=long_side, min_side=settings.min_side
+        )
+    return encode_image(decoded.pixels, OutputFormat.png)

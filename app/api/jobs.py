@@ -15,19 +15,16 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from PIL import Image
 from pydantic import BaseModel, Field
 
 from app.api.access import Client, may_access, require_client
-from app.api.job_submission import check_pending, enqueue, invalid
+from app.api.job_submission import check_pending, enqueue, invalid, normalised_png
 from app.api.problems import ProblemError, problem_responses
-from app.api.uploads import FileList, read_upload, unknown_style
+from app.api.uploads import FileList, unknown_style
 from app.config import Settings
 from app.gatys.optimize import GatysOptions
-from app.imaging.decode import ImageRejected, decode_image
-from app.imaging.decode_budget import DecodeBudget, reserve_decode
 from app.imaging.encode import MEDIA_TYPES, OutputFormat, encode_image
 from app.jobs.models import BlobKind, Job, JobState
 from app.jobs.options import DOWNSCALE_FACTOR, options_to_json
@@ -239,10 +236,10 @@ async def submit_job(
     owner = client.id
     await check_pending(jobs, owner)
     budget = request.app.state.service.decode_budget
-    content_png = await _normalised(content, "content", options.output_size, settings, budget)
+    content_png = await normalised_png(content, "content", options.output_size, settings, budget)
     style_side = options.style_side()
     style_pngs = [
-        await _normalised(upload, f"style image {index + 1}", style_side, settings, budget)
+        await normalised_png(upload, f"style image {index + 1}", style_side, settings, budget)
         for index, upload in enumerate(uploads)
     ]
     new = NewJob.gatys(
@@ -465,25 +462,6 @@ def _build_options(settings: Settings, style_count: int, **values: Any) -> Gatys
             f"{settings.job_max_size} (ATELIER_JOB_MAX_SIZE)",
         )
     return options
-
-
-async def _normalised(
-    upload: UploadFile, label: str, long_side: int, settings: Settings, budget: DecodeBudget
-) -> bytes:
-    """The upload decoded (400/413 on bad images) and shrunk to what the engine will use."""
-    data = await read_upload(upload, settings.max_upload_bytes)
-    try:
-        return await run_in_threadpool(_to_png, data, long_side, settings, budget)
-    except ImageRejected as exc:
-        raise ProblemError(exc.status, exc.code, f"{label}: {exc}") from exc
-
-
-def _to_png(data: bytes, long_side: int, settings: Settings, budget: DecodeBudget) -> bytes:
-    with reserve_decode(budget, [(data, long_side)]):
-        decoded = decode_image(
-            data, max_pixels=settings.max_pixels, max_size=long_side, min_side=settings.min_side
-        )
-    return encode_image(decoded.pixels, OutputFormat.png)
 
 
 def _pixels(png: bytes) -> np.ndarray:

@@ -15,13 +15,10 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.access import Client, require_client
 from app.api.deps import get_user_styles
-from app.api.job_submission import check_pending, enqueue, invalid
+from app.api.job_submission import check_pending, enqueue, invalid, normalised_png
 from app.api.jobs import JobResource, JobsRoute, get_jobs
 from app.api.problems import ProblemError, problem_responses
-from app.api.uploads import FileList, read_upload
-from app.config import Settings
-from app.imaging.decode import ImageRejected, decode_image
-from app.imaging.encode import OutputFormat, encode_image
+from app.api.uploads import FileList
 from app.jobs.kinds.training import TrainingJobOptions, photo_folder_files
 from app.jobs.models import BlobKind
 from app.jobs.runtime import JobsRuntime
@@ -121,15 +118,12 @@ async def submit_training(
             "operator set ATELIER_TRAINING_PHOTOS_DIR to a folder of JPEG/PNG photos",
         )
     await check_pending(jobs, client.id)
-    inputs = [
-        JobInput(
-            BlobKind.style,
-            await _normalised(painting, "painting", MAX_STYLE_SIZE, settings),
-        )
-    ]
+    budget = request.app.state.service.decode_budget
+    painting_png = await normalised_png(painting, "painting", MAX_STYLE_SIZE, settings, budget)
+    inputs = [JobInput(BlobKind.style, painting_png)]
     for index, upload in enumerate(uploads):
-        data = await _normalised(
-            upload, f"photo {index + 1}", settings.training_photo_side, settings
+        data = await normalised_png(
+            upload, f"photo {index + 1}", settings.training_photo_side, settings, budget
         )
         inputs.append(JobInput(BlobKind.content, data))
     options = TrainingJobOptions(
@@ -158,19 +152,3 @@ async def _check_name(request: Request, user_styles: UserStyleStore, name: str) 
     user_styles.create_schema()
     if await run_in_threadpool(user_styles.get, name) is not None:
         raise ProblemError(409, "style_exists", f"a style named {name!r} already exists")
-
-
-async def _normalised(upload: UploadFile, label: str, long_side: int, settings: Settings) -> bytes:
-    """The upload decoded (400/413 on bad images) and shrunk to what training will use, as PNG."""
-    data = await read_upload(upload, settings.max_upload_bytes)
-
-    def convert() -> bytes:
-        decoded = decode_image(
-            data, max_pixels=settings.max_pixels, max_size=long_side, min_side=settings.min_side
-        )
-        return encode_image(decoded.pixels, OutputFormat.png)
-
-    try:
-        return await run_in_threadpool(convert)
-    except ImageRejected as exc:
-        raise ProblemError(exc.status, exc.code, f"{label}: {exc}") from exc

@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from app.gatys.backbones import (
+    VGG16_WEIGHTS_FILE,
     VGG19_WEIGHTS_FILE,
     BackboneUnavailable,
     EfficientNetLite0,
@@ -192,3 +193,33 @@ def test_backbone_rejects_non_rgb_input(tmp_path: Path) -> None:
     backbone = load_backbone("efficientnet-lite0", tmp_path, CPU)
     with pytest.raises(ValueError, match="RGB"):
         backbone(torch.zeros(1, 1, 32, 32))
+
+
+def test_vgg16_gives_johnsons_taps_with_max_pooling_as_torchvision(tmp_path: Path) -> None:
+    """The training loss network: torchvision's VGG-16 `features` (max pooling kept), tapped at
+    relu1_2, relu2_2, relu3_3 and relu4_3 (features indices 3, 8, 15, 22)."""
+    vgg = torchvision.models.vgg
+    torch.manual_seed(2)
+    reference = vgg.make_layers(vgg.cfgs["D"], batch_norm=False).eval()
+    state = {f"features.{key}": value for key, value in reference.state_dict().items()}
+    torch.save(state, tmp_path / VGG16_WEIGHTS_FILE)
+    backbone = load_backbone("auto", tmp_path, CPU, preferred="vgg16")
+    assert backbone.name == "vgg16" and backbone.content_layers == ("relu2_2",)
+    assert_frozen(backbone)
+    image = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(3))
+    indices = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
+    with torch.no_grad():
+        taps = backbone(image, list(indices))
+        x = (image - IMAGENET_MEAN) / IMAGENET_STD
+        for index, layer in enumerate(reference[:23]):
+            x = layer(x)
+            for name, wanted in indices.items():
+                if index == wanted:
+                    assert torch.allclose(taps[name], x, atol=1e-5), name
+
+
+def test_unknown_layers_are_named(tmp_path: Path) -> None:
+    backbone = load_backbone("efficientnet-lite0", tmp_path, CPU)
+    with pytest.raises(ValueError, match="relu9_9"):
+        backbone(torch.rand(1, 3, 32, 32), ["relu9_9"])
+    assert "rgb" not in backbone.layer_names() and "block15" in backbone.layer_names()
