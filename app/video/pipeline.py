@@ -29,7 +29,7 @@ from app.video.encode import (
     join_chunks,
 )
 from app.video.frames import SourceFrame, output_size, read_frames, video_timing
-from app.video.probe import MediaInfo, VideoLimits, probe
+from app.video.probe import MediaInfo, VideoLimits, VideoTooLong, probe
 from app.video.stabilize import Stabilizer
 
 StylizeFrames = Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]]
@@ -63,11 +63,24 @@ class VideoSummary:
     resumed_from: int
 
 
+# GIF and WebP writers hold every frame of the animation at once (GIF diffs frames, WebP
+# builds the whole file): about one byte a pixel quantized, three before.
+ANIMATION_MAX_PIXELS = 150_000_000
+
+
 def plan(source: Path, options: VideoOptions) -> tuple[MediaInfo, VideoFormat]:
     """Probe and check a clip against the limits and the requested output, decoding nothing."""
     info = probe(source, options.limits)
     fmt = options.output or default_format(info)
     check_output(info, fmt)
+    if info.is_animated_image:
+        width, height = output_size(info, options.max_size)
+        total = info.frames * width * height
+        if total > ANIMATION_MAX_PIXELS:
+            raise VideoTooLong(
+                f"{info.frames} frames at {width}x{height} are {total / 1e6:.0f} MP; an animation "
+                f"may hold {ANIMATION_MAX_PIXELS / 1e6:.0f} MP: ask a smaller max_size"
+            )
     return info, fmt
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from app.gatys.optimize import Cancelled
 from app.video.encode import IncompatibleOutput, VideoFormat
 from app.video.pipeline import VideoOptions, stylize_video
-from app.video.probe import VideoLimits, VideoRejected
+from app.video.probe import VideoLimits, VideoRejected, VideoTooLong
 from tests.video.conftest import GIF_DURATIONS, SIZE, invert
 
 
@@ -231,3 +231,15 @@ def test_undecodable_frames_are_rejected(
     with pytest.raises(VideoRejected) as caught:
         stylize_video(broken, tmp_path / "b.mp4", invert, VideoOptions(limits))
     assert caught.value.status == 400
+
+
+def test_a_huge_animation_is_refused_before_decoding(
+    clips: dict[str, Path], limits: VideoLimits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.video import pipeline
+
+    monkeypatch.setattr(pipeline, "ANIMATION_MAX_PIXELS", 6 * SIZE[0] * SIZE[1] - 1)
+    with pytest.raises(VideoTooLong, match="smaller max_size"):
+        pipeline.plan(clips["gif"], VideoOptions(limits))
+    info, _ = pipeline.plan(clips["gif"], VideoOptions(limits, max_size=48))
+    assert info.frames == 6
