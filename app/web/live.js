@@ -28,6 +28,16 @@ export function initLive() {
   new LiveSession(panel).init();
 }
 
+// The catalog's styles as <option>s (the live stream and video jobs take any catalog name).
+export async function fillStyleSelect(select) {
+  const catalog = await getJson("/model/styles");
+  for (const style of catalog.styles) {
+    const option = new Option(style.title || style.name, style.name);
+    option.selected = style.name === DEFAULT_STYLE;
+    select.append(option);
+  }
+}
+
 class LiveSession {
   constructor(panel) {
     this.panel = panel;
@@ -60,12 +70,7 @@ class LiveSession {
     this.stopButton.addEventListener("click", () => this.stop("Stopped."));
     this.styleSelect.addEventListener("change", () => this.sendStyle());
     try {
-      const styles = await getJson("/model/styles");
-      for (const style of styles.styles ?? styles) {
-        const option = new Option(style.title || style.name, style.name);
-        option.selected = style.name === DEFAULT_STYLE;
-        this.styleSelect.append(option);
-      }
+      await fillStyleSelect(this.styleSelect);
     } catch (error) {
       showError(this.error, error);
     }

@@ -4,6 +4,7 @@ import { apiKey, loadCapabilities, setApiKey } from "./api.js";
 import { initInstant } from "./instant.js";
 import { initJobs } from "./jobs.js";
 import { initLive } from "./live.js";
+import { initVideo } from "./video.js";
 import { byId, preventStrayDrops } from "./ui.js";
 
 function setupApiKey() {
@@ -22,6 +23,7 @@ async function main() {
   initInstant(capabilities);
   initJobs(capabilities);
   initLive(capabilities);
+  initVideo();
   document.body.dataset.ready = "true";
 }
 

@@ -32,15 +32,13 @@ LIVE_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
-def camera_browser() -> Iterator[Browser]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS + FAKE_CAMERA_ARGS
-        )
-        yield launched
-        launched.close()
+def camera_browser(browser: Browser) -> Iterator[Browser]:
+    """A second chromium with a fake camera, from the session's Playwright (one per process)."""
+    launched = browser.browser_type.launch(
+        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS + FAKE_CAMERA_ARGS
+    )
+    yield launched
+    launched.close()
 
 
 @pytest.fixture
