@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,24 +98,36 @@ def video_limits(settings: Settings) -> VideoLimits:
     )
 
 
-_services: list[tuple[Settings, Service]] = []
+# An API app's Service is only borrowed (weakly: it goes when the app goes); one loaded here, on
+# a worker with no app, is kept for the life of the process.
+_shared: list[tuple[weakref.ref[Settings], weakref.ref[Service]]] = []
+_loaded: list[tuple[Settings, Service]] = []
 _services_lock = threading.Lock()
 
 
 def use_service(settings: Settings, service: Service) -> None:
     """Share an already-loading Service (the API process's) instead of loading a second one."""
     with _services_lock:
-        _services.append((settings, service))
+        _shared[:] = [(s, v) for s, v in _shared if s() is not None and v() is not None]
+        _shared.append((weakref.ref(settings), weakref.ref(service)))
+
+
+def _known_service(settings: Settings) -> Service | None:
+    for known_settings, known_service in _shared:
+        service = known_service()
+        if known_settings() is settings and service is not None:
+            return service
+    return next((service for known, service in _loaded if known is settings), None)
 
 
 def loaded_service(settings: Settings) -> Service:
     """The process's networks for `settings`: shared with the API, else loaded once here."""
     with _services_lock:
-        service = next((s for known, s in _services if known is settings), None)
+        service = _known_service(settings)
         if service is None:
             service = Service(settings)
             service.start_loading()
-            _services.append((settings, service))
+            _loaded.append((settings, service))
     if not service.ready.wait(SERVICE_READY_TIMEOUT_S) or service.runner is None:
         raise RuntimeError(service.failed or "the style networks did not load in time")
     return service
