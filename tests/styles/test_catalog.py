@@ -179,3 +179,31 @@ def test_catalog_keeps_display_order_and_add_replaces(
     assert names[-1] == "zz-local"
     catalog.add(local_style("zz-local", tmp_path))
     assert len(catalog) == 27
+
+
+def test_an_inbox_style_stands_in_for_the_official_name_until_that_is_fetched(
+    tmp_path: Path,
+) -> None:
+    manifest = Manifest(
+        downloads={},
+        styles={
+            "rain-princess": StyleEntry(
+                "rain-princess", "rain_princess.pth", "Rain Princess", "", "", "BSD", True
+            ),
+            "rain-princess-atelier": StyleEntry(
+                "rain-princess-atelier", "rain-princess-atelier.safetensors", "Ours", "", "",
+                "MIT", stands_in_for="rain-princess",
+            ),
+        },
+    )  # fmt: skip
+    (tmp_path / "rain-princess-atelier.safetensors").write_bytes(b"x")
+    offline = StyleCatalog(manifest_styles(manifest, tmp_path))
+    ours = offline.get("rain_princess")  # a MAX client's spelling
+    assert ours.name == "rain-princess" and ours.origin is StyleOrigin.local
+    assert ours.checkpoint == tmp_path / "rain-princess-atelier.safetensors"
+    assert offline.get("rain-princess-atelier").checkpoint == ours.checkpoint
+
+    (tmp_path / "rain_princess.pth").write_bytes(b"x")
+    fetched = StyleCatalog(manifest_styles(manifest, tmp_path))
+    assert fetched.get("rain_princess").origin is StyleOrigin.official
+    assert fetched.get("rain-princess-atelier").origin is StyleOrigin.local
