@@ -41,6 +41,7 @@ from app.video.temporal import gram_distance, sharpness, warping_error
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
 PHOTOS = ("tubingen.jpg", "golden_gate.jpg")
 PAINTING = "starry_night.jpg"
+BUILTIN_STYLES = ("starry-swirls", "crimson-fire")
 WEIGHTS = (0.0, 0.5, 0.7, 0.85)
 DEFAULT_WEIGHT = 0.7  # ATELIER_VIDEO_DEFAULT_STABILIZE
 LIMITS = VideoLimits(10**9, 3600, 10**5, 10**8)
@@ -55,7 +56,7 @@ def engines(service: Service) -> dict[str, StyleChoice]:
     runner = service.runner
     assert runner is not None
     chosen: dict[str, StyleChoice] = {
-        "multistyle26 (starry-swirls)": service.catalog.resolve("starry-swirls")
+        f"multistyle26 ({name})": service.catalog.resolve(name) for name in BUILTIN_STYLES
     }
     painting = (SHARED / "paintings" / PAINTING).read_bytes()
     chosen[f"arbitrary ({PAINTING})"] = painting_style(runner, (painting,), None, max_pixels=10**8)

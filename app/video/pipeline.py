@@ -43,6 +43,9 @@ class VideoOptions:
     stabilize: float = 0.0
     chunk_frames: int = 30
     batch_frames: int = 1
+    # The checkpoint holds every finished chunk, so saving it after each one writes O(n^2)
+    # bytes over a long clip; a minimum interval bounds that (0 = after every chunk).
+    checkpoint_every_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ def stylize_video(
     frames = read_frames(source, info, size, options.limits)
     pending: list[TimedFrame] = []
     started = time.monotonic()
+    saved_at = -float("inf")
     done = resumed_from
     pts = _StrictPts(1 / (timing.time_base * timing.rate) if timing else None)
     for batch in _batches(_skip(frames, resumed_from, pts), options.batch_frames):
@@ -124,12 +128,16 @@ def stylize_video(
         for frame, pixels in zip(batch, stylized, strict=True):
             output = stabilizer(frame.pixels, np.asarray(pixels))
             pending.append(TimedFrame(output, pts(frame), frame.duration_ms))
+        if done == resumed_from:
+            on_preview(pending[-1].pixels)  # something to show right away
         done += len(batch)
         if len(pending) >= options.chunk_frames:
             checkpoint.chunks.append(encoder.encode(pending))
             checkpoint.frames_done = done
             checkpoint.stabilizer = stabilizer.state
-            on_checkpoint(checkpoint.to_bytes(), done)
+            if time.monotonic() - saved_at >= options.checkpoint_every_s:
+                on_checkpoint(checkpoint.to_bytes(), done)
+                saved_at = time.monotonic()
             on_preview(pending[-1].pixels)
             pending = []
         on_progress(_progress(done, resumed_from, max(info.frames, done), started))

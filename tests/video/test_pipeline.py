@@ -243,3 +243,22 @@ def test_a_huge_animation_is_refused_before_decoding(
         pipeline.plan(clips["gif"], VideoOptions(limits))
     info, _ = pipeline.plan(clips["gif"], VideoOptions(limits, max_size=48))
     assert info.frames == 6
+
+
+def test_checkpoints_can_be_spaced_in_time(
+    clips: dict[str, Path], limits: VideoLimits, tmp_path: Path
+) -> None:
+    saved: list[int] = []
+    every_chunk = VideoOptions(limits, chunk_frames=2)
+    stylize_video(
+        clips["mp4"], tmp_path / "a.mp4", invert, every_chunk,
+        on_checkpoint=lambda _, done: saved.append(done),
+    )  # fmt: skip
+    assert saved == [2, 4, 6, 8, 10, 12]
+    saved.clear()
+    spaced = VideoOptions(limits, chunk_frames=2, checkpoint_every_s=3600)
+    stylize_video(
+        clips["mp4"], tmp_path / "b.mp4", invert, spaced,
+        on_checkpoint=lambda _, done: saved.append(done),
+    )  # fmt: skip
+    assert saved == [2]  # the first chunk, then nothing within the hour

@@ -37,6 +37,7 @@ from app.video.probe import VideoLimits
 from app.video.stylizer import FrameStylizer
 
 SERVICE_READY_TIMEOUT_S = 300.0
+CHECKPOINT_EVERY_S = 10.0  # a crash loses at most this much work, plus one chunk
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class VideoKind(JobKind):
             stabilize=options.stabilize,
             chunk_frames=settings.video_chunk_frames,
             batch_frames=settings.video_batch_frames if context.device.type == "cuda" else 1,
+            checkpoint_every_s=CHECKPOINT_EVERY_S,
         )
 
         def report(progress: VideoProgress) -> None:
