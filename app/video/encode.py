@@ -80,10 +80,11 @@ def check_output(info: MediaInfo, fmt: VideoFormat) -> None:
 
 def _audio_problem(audio: AudioInfo, fmt: VideoFormat) -> str:
     other = VideoFormat.webm if fmt is VideoFormat.mp4 else VideoFormat.mp4
-    return (
-        f"{fmt.value} cannot carry {audio.codec} audio without re-encoding it; "
-        f"ask for format={other.value}"
-    )
+    if audio.codec in AUDIO_CODECS[other]:
+        hint = f"ask for format={other.value}"
+    else:
+        hint = "neither mp4 nor webm can; convert the audio to AAC or Opus first"
+    return f"{fmt.value} cannot carry {audio.codec} audio without re-encoding it; {hint}"
 
 
 @dataclass(frozen=True)

@@ -262,3 +262,13 @@ def test_checkpoints_can_be_spaced_in_time(
         on_checkpoint=lambda _, done: saved.append(done),
     )  # fmt: skip
     assert saved == [2]  # the first chunk, then nothing within the hour
+
+
+def test_audio_no_output_can_carry_is_explained(limits: VideoLimits, tmp_path: Path) -> None:
+    """PCM audio (common in camera MOV files) fits neither MP4 nor WebM as it is."""
+    from app.video.encode import check_output
+    from app.video.probe import AudioInfo, MediaInfo, MediaKind
+
+    info = MediaInfo(MediaKind.video, 64, 48, 10, 0.4, 25.0, audio=AudioInfo("pcm_s16le", 48000, 2))
+    with pytest.raises(IncompatibleOutput, match="convert the audio to AAC or Opus"):
+        check_output(info, VideoFormat.mp4)
