@@ -1,10 +1,11 @@
 """CPU fast path: run an ONNX export of our own torch modules with onnxruntime.
 
-Measured on a 2-core Xeon (bench/predict.py, interleaved with eager torch on the same input),
-onnxruntime's fused kernels beat eager torch by about 1.1x at 256 px, 1.5x at 512 px and 2x at
-1024 px for these small convolutional networks. The torch module stays the source of truth: it
-is exported once per weights digest and cached beside the converted weights; the same file feeds
-the OpenVINO bf16 path (`openvino_backend`). GPUs keep running torch.
+On the 2-core Xeon of bench/predict.py (networks alone, interleaved on the same input), eager
+torch took 1.5-1.6x onnxruntime's time for the 26-style net at 256-1024 px, but for TransformerNet
+only 0.9-1.0x at 256-512 px and 1.3x at 1024 px: onnxruntime fp32 is the safe CPU default, not
+a big win; the large one is bf16 (`openvino_backend`), which compiles the same file. The torch
+module stays the source of truth: it is exported once per weights digest and cached beside the
+converted weights. GPUs keep running torch.
 
 Inputs and outputs are numpy arrays: the whole CPU request path stays out of torch, whose
 OpenMP workers would otherwise spin on the same cores as onnxruntime's after every small op.
