@@ -45,15 +45,19 @@ SAMPLE_PHOTO = ROOT / "swagger-samples" / "astronaut.jpg"
 SHARED_PAINTING = SHARED / "paintings" / "starry_night.jpg"
 STYLE_NAME, STYLE_INDEX = "starry-swirls", 19
 JPEG_QUALITY = 90  # our default output quality; the peer's output is saved with the same
+SETTLE_S = 0.05
 
 
 def interleaved(
     fns: dict[str, Callable[[], object]],
     repeats: int,
     before_round: Callable[[], None] | None = None,
+    settle_s: float = SETTLE_S,
 ) -> dict[str, list[float]]:
     """Milliseconds per call of each function, after two warm-up calls each; every round runs
-    all of them, in an order rotated by one each round, so load changes hit all alike."""
+    all of them, in an order rotated by one each round, so load changes hit all alike. A short
+    pause before each call lets the previous contender's thread pool stop spinning (onnxruntime
+    and OpenVINO workers spin for a while after a run) instead of taking the next one's cores."""
     for fn in fns.values():
         fn()
         fn()
@@ -64,6 +68,7 @@ def interleaved(
             before_round()
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
+            time.sleep(settle_s)
             start = time.perf_counter()
             fns[name]()
             samples[name].append((time.perf_counter() - start) * 1000.0)
