@@ -50,7 +50,7 @@ fetch-models: $(STAMP)
 # Resumable: rerun after an interruption and each style continues from its checkpoint.
 SHARED ?= ../shared/images
 TRAIN_CHECKPOINTS ?= data/training
-TRAIN_ITERATIONS ?= 1200
+TRAIN_ITERATIONS ?= 2000
 TRAIN_STYLES ?= mosaic candy rain-princess udnie
 TRAIN_PHOTOS := $(SHARED)/training $(filter-out %/amber.jpg,$(wildcard $(SHARED)/photos/*.jpg))
 train-styles: $(STAMP)

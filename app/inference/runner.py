@@ -163,6 +163,9 @@ class StyleRunner:
     def load_transformer(self, style: Style) -> None:
         """Load a TransformerNet style, from its checkpoint file or (trained by a job) its
         weights; raises CheckpointError naming the file or style when they are bad."""
+        with self._lock:
+            if _transformer_key(style) in self._transformers:
+                return
         if style.weights is not None:
             net = transformer_net_from_bytes(style.weights, f"style {style.name!r}")
         else:
@@ -263,9 +266,10 @@ class StyleRunner:
 
 def _transformer_key(style: Style) -> str:
     """Trained styles are keyed by their weights too: a style deleted and trained again under
-    the same name must not be served from the old network."""
+    the same name must not be served from the old network. File styles are keyed by file."""
     if style.weights is None:
-        return style.name
+        # By file: an in-box style serving the official name shares its network with itself.
+        return str(style.checkpoint)
     return f"{style.name}:{hashlib.blake2b(style.weights, digest_size=8).hexdigest()}"
 
 

@@ -28,11 +28,11 @@ class LossTaps:
 
 # VGG-16: Johnson et al.'s taps. Losses are the relative errors of app/gatys/losses.py, so the
 # weights are O(1) ratios, not pytorch/examples' 1e5/1e10.
-# EfficientNet-Lite0: content at the block-4 output (1/8 resolution, 40 channels) as in Gatys
-# jobs; a shallower content tap (block 2) kept the photo nearly untouched. Style at the Gatys
-# taps plus "rgb", the Gram matrix of the pixels themselves (the palette), which the
-# ReLU6-clipped feature Grams alone left washed out. Chosen from short pilot runs on mosaic (see
-# README, "Training your own style").
+# EfficientNet-Lite0: content at the block-2 output (1/4 resolution, 24 channels), the
+# counterpart of VGG's relu2_2; style at the Gatys taps plus "rgb", the Gram matrix of the pixels
+# themselves (the palette). Chosen from short pilot runs on mosaic (README, "Training your own
+# style"): the deeper block-4 content tap, a style weight of 20 or more, or dropping the stem all
+# let the network trade the photo for flat black and cream regions cut by hatching.
 DEFAULT_TAPS: dict[str, LossTaps] = {
     "vgg16": LossTaps(
         content=("relu2_2",),
@@ -40,9 +40,9 @@ DEFAULT_TAPS: dict[str, LossTaps] = {
         weights=LossWeights(content=1.0, style=5.0, tv=1.0),
     ),
     "efficientnet-lite0": LossTaps(
-        content=("block4",),
+        content=("block2",),
         style=("rgb", "stem", "block1_expand", "block3_expand", "block5_expand"),
-        weights=LossWeights(content=1.0, style=20.0, tv=100.0),
+        weights=LossWeights(content=1.0, style=10.0, tv=200.0),
     ),
 }
 
