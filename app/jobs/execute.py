@@ -30,7 +30,7 @@ from app.jobs.kinds.base import ProgressReport
 from app.jobs.lease import LeaseKeeper
 from app.jobs.memory import JobOutOfMemory, is_out_of_memory
 from app.jobs.models import BlobKind, Job, JobState
-from app.jobs.store import JobStore, ProgressUpdate
+from app.jobs.store import JobStore
 from app.jobs.stored_inputs import JobInputError
 from app.observability.logs import job_id_var
 
@@ -217,8 +217,7 @@ class _Context:
             return f"backbone unavailable: {exc}"
         if is_out_of_memory(exc):
             return (
-                f"out of memory on {self.device}; retry with a smaller size or fewer inputs "
-                f"({exc})"
+                f"out of memory on {self.device}; retry with a smaller size or fewer inputs ({exc})"
             )
         if isinstance(exc, ValueError):
             return f"the job cannot run: {exc}"
@@ -259,17 +258,8 @@ class _ProgressWriter:
 
     def _write(self, progress: ProgressReport) -> None:
         self._pending = None
-        update = ProgressUpdate(
-            iteration=progress.iteration,
-            total=progress.total,
-            content_loss=progress.content_loss,
-            style_loss=progress.style_loss,
-            tv_loss=progress.tv_loss,
-            eta_s=progress.eta_s,
-            metrics=dict(progress.metrics) or None,
-        )
         try:
-            self.store.update_progress(self.job_id, self.worker_id, update)
+            self.store.update_progress(self.job_id, self.worker_id, progress)
         except SQLAlchemyError as exc:
             log.warning("job %s: progress not saved: %s", self.job_id, exc)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import CursorResult, Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.engine import make_url
@@ -69,15 +69,41 @@ class NewJob:
         return cls(options, total, inputs, "gatys", backbone, owner)
 
 
-@dataclass(frozen=True)
-class ProgressUpdate:
+class EngineProgress(Protocol):
+    """What every engine's progress report has (app.gatys and app.training both do)."""
+
     iteration: int
     total: int
-    content_loss: float | None
-    style_loss: float | None
-    tv_loss: float | None
+    content_loss: float
+    style_loss: float
+    tv_loss: float
     eta_s: float | None
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    """One progress step as a client sees it. `metrics` holds kind-specific numbers
+    (images_per_s for training, frames and fps for video), shown as they are."""
+
+    iteration: int
+    total: int
+    content_loss: float | None = None
+    style_loss: float | None = None
+    tv_loss: float | None = None
+    eta_s: float | None = None
     metrics: dict[str, float] | None = None
+
+    @classmethod
+    def of(cls, progress: EngineProgress, **metrics: float) -> ProgressUpdate:
+        return cls(
+            iteration=progress.iteration,
+            total=progress.total,
+            content_loss=progress.content_loss,
+            style_loss=progress.style_loss,
+            tv_loss=progress.tv_loss,
+            eta_s=progress.eta_s,
+            metrics=metrics or None,
+        )
 
 
 @dataclass(frozen=True)
@@ -368,7 +394,7 @@ class JobStore:
             style_loss=progress.style_loss,
             tv_loss=progress.tv_loss,
             eta_s=progress.eta_s,
-            metrics=progress.metrics,
+            metrics=progress.metrics or None,
         )
 
     def should_stop(self, job_id: str, worker_id: str) -> bool:
@@ -505,9 +531,9 @@ class JobStore:
         now = self.clock()
         with self._session() as session:
             expired = session.execute(
-                select(
-                    Job.id, Job.attempts, Job.cancel_requested, Job.lease_owner, Job.kind
-                ).where(Job.state == JobState.running, Job.lease_expires < now)
+                select(Job.id, Job.attempts, Job.cancel_requested, Job.lease_owner, Job.kind).where(
+                    Job.state == JobState.running, Job.lease_expires < now
+                )
             ).all()
         outcomes: list[LeaseOutcome] = []
         for job_id, attempts, cancel, owner, kind in expired:

@@ -10,10 +10,12 @@ and under Celery, and its writes stop counting the moment the job's lease is los
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
+
+from app.jobs.store import ProgressUpdate
 
 if TYPE_CHECKING:
     import torch
@@ -24,18 +26,8 @@ if TYPE_CHECKING:
     from app.jobs.models import BlobKind, Job
 
 
-@dataclass(frozen=True)
-class ProgressReport:
-    """One progress step as a client sees it. `metrics` holds kind-specific numbers
-    (e.g. images_per_s for training, frames and fps for video) and is shown as it is."""
-
-    iteration: int
-    total: int
-    content_loss: float | None = None
-    style_loss: float | None = None
-    tv_loss: float | None = None
-    eta_s: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+# A kind reports progress with the store's record of it (one shape from engine to client).
+ProgressReport = ProgressUpdate
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from app.gatys.optimize import GatysOptions, Progress, run
+from app.gatys.optimize import GatysOptions, run
 from app.imaging.encode import OutputFormat, encode_image
 from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressReport
 from app.jobs.memory import JobOutOfMemory, is_out_of_memory, memory_kind, release_memory
@@ -37,18 +37,6 @@ class GatysKind(JobKind):
             raise JobInputError(f"the stored options are invalid: {exc}") from exc
         backbone = context.backbone(context.job.backbone or context.settings.job_backbone)
 
-        def report(progress: Progress) -> None:
-            context.report(
-                ProgressReport(
-                    iteration=progress.iteration,
-                    total=progress.total,
-                    content_loss=progress.content_loss,
-                    style_loss=progress.style_loss,
-                    tv_loss=progress.tv_loss,
-                    eta_s=progress.eta_s,
-                )
-            )
-
         def engine(gatys: GatysOptions) -> np.ndarray:
             return run(
                 content,
@@ -56,7 +44,7 @@ class GatysKind(JobKind):
                 gatys,
                 backbone,
                 device=context.device,
-                on_progress=report,
+                on_progress=lambda progress: context.report(ProgressReport.of(progress)),
                 on_preview=context.save_preview,
                 should_cancel=context.should_stop,
             )

@@ -107,17 +107,8 @@ class TrainingKind(JobKind):
                 log.warning("job %s: checkpoint unusable, starting over: %s", context.job.id, exc)
 
         def report(progress: Progress) -> None:
-            context.report(
-                ProgressReport(
-                    iteration=progress.iteration,
-                    total=progress.total,
-                    content_loss=progress.content_loss,
-                    style_loss=progress.style_loss,
-                    tv_loss=progress.tv_loss,
-                    eta_s=progress.eta_s,
-                    metrics={"images_per_s": round(progress.images_per_s, 3)},
-                )
-            )
+            speed = round(progress.images_per_s, 3)
+            context.report(ProgressReport.of(progress, images_per_s=speed))
 
         result = train(
             photos,

@@ -75,9 +75,7 @@ class LocalRunner:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                job = self.store.claim(
-                    self.worker_id, settings.job_lease_seconds, kinds=self.kinds
-                )
+                job = self.store.claim(self.worker_id, settings.job_lease_seconds, kinds=self.kinds)
             except SQLAlchemyError as exc:
                 log.warning("cannot claim jobs (will retry): %s", exc)
                 job = None

@@ -23,9 +23,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("atelier_jobs") as batch:
-        batch.add_column(
-            sa.Column("kind", sa.String(16), nullable=False, server_default="gatys")
-        )
+        batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="gatys"))
         batch.add_column(sa.Column("metrics", sa.JSON(), nullable=True))
         batch.add_column(
             sa.Column("checkpoint_iteration", sa.Integer(), nullable=False, server_default="0")
