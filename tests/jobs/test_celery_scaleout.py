@@ -225,3 +225,73 @@ def test_a_killed_worker_job_is_retried_then_failed_never_stuck(
     assert "stopped responding" in failed.error
     body = api.get(f"/jobs/{job['id']}").json()
     assert body["state"] == "failed" and "ATELIER_JOB_MAX_ATTEMPTS" in body["error"]
+
+
+def test_sigterm_hands_a_running_job_back_at_once_for_the_next_worker(
+    api: TestClient, workers: WorkerPool, helpers
+) -> None:
+    """Graceful shutdown: the job goes back to the queue without waiting for its lease to lapse
+    (so the attempt is not counted, which a lapsed lease would do), the worker exits cleanly,
+    and a fresh message lets the next worker pick the job up."""
+    first = workers.ensure_one()
+    job = submit(api, iterations=str(LONG_RUN))
+    running = wait_row(api, workers, job["id"], "the run", lambda j: j.iteration >= 1, helpers)
+    assert holder_pid(running) == first.pid and running.attempts == 1
+
+    first.send_signal(signal.SIGTERM)
+    back = wait_row(
+        api, workers, job["id"], "the hand-back", lambda j: j.state.value != "running", helpers
+    )
+    assert back.state.value == "queued" and back.attempts == 0, "released, not left to lapse"
+    assert first.wait(timeout=60) == 0, workers.tails()
+
+    second = workers.start()
+    rerun = wait_row(
+        api,
+        workers,
+        job["id"],
+        "the next worker's run",
+        lambda j: j.state.value == "running" and j.iteration >= 1,
+        helpers,
+    )
+    assert holder_pid(rerun) == second.pid and rerun.attempts == 1
+    assert api.delete(f"/jobs/{job['id']}").status_code == 200
+    wait_row(api, workers, job["id"], "the cancel", lambda j: j.finished_at is not None, helpers)
+
+
+def test_sigterm_checkpoints_a_training_job_and_the_next_worker_resumes_it(
+    api: TestClient, workers: WorkerPool, helpers
+) -> None:
+    first = workers.ensure_one()
+    files = [("painting", ("painting.png", png(64, 64, 120), "image/png"))]
+    files += [("photos", (f"p{i}.png", png(96, 72, 10 * i), "image/png")) for i in range(2)]
+    fields = {
+        "name": "sigterm-style", "iterations": str(LONG_RUN), "batch_size": "1",
+        "crop_size": "64", "style_size": "64", "backbone": "efficientnet-lite0",
+        "checkpoint_interval": "0",
+    }  # fmt: skip
+    response = api.post("/jobs/training", data=fields, files=files)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    wait_row(api, workers, job_id, "training to run", lambda j: j.iteration >= 2, helpers)
+
+    first.send_signal(signal.SIGTERM)
+    back = wait_row(
+        api, workers, job_id, "the hand-back", lambda j: j.state.value != "running", helpers
+    )
+    assert back.state.value == "queued" and back.attempts == 0
+    assert back.checkpoint_iteration >= 2 and back.iteration == back.checkpoint_iteration
+    first.wait(timeout=60)
+
+    workers.start()
+    resumed = wait_row(
+        api,
+        workers,
+        job_id,
+        "the resumed run",
+        lambda j: j.state.value == "running" and j.iteration > back.checkpoint_iteration,
+        helpers,
+    )
+    assert resumed.attempts == 1
+    assert api.delete(f"/jobs/{job_id}").status_code == 200
+    wait_row(api, workers, job_id, "the cancel", lambda j: j.finished_at is not None, helpers)
