@@ -1,9 +1,9 @@
 """CPU fast path: run an ONNX export of our own torch modules with onnxruntime.
 
 On the 2-core Xeon of bench/predict.py (networks alone, interleaved on the same input), eager
-torch took 1.5-1.6x onnxruntime's time for the 26-style net at 256-1024 px, but for TransformerNet
-only 0.9-1.0x at 256-512 px and 1.3x at 1024 px: onnxruntime fp32 is the safe CPU default, not
-a big win; the large one is bf16 (`openvino_backend`), which compiles the same file. The torch
+torch took 1.8x onnxruntime's time for the 26-style net at 256-1024 px and 1.3-1.5x for
+TransformerNet (a more loaded run: 1.5x and 0.9-1.3x): onnxruntime fp32 is the safe CPU default;
+the large win is bf16 (`openvino_backend`), which compiles the same file. The torch
 module stays the source of truth: it is exported once per weights digest and cached beside the
 converted weights. GPUs keep running torch.
 
