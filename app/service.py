@@ -13,8 +13,8 @@ import threading
 import numpy as np
 
 from app.config import Settings
-from app.inference.cpu_precision import choose_cpu_precision
 from app.imaging.decode_budget import DecodeBudget
+from app.inference.cpu_precision import choose_cpu_precision
 from app.inference.device import configure_threads, select_device
 from app.inference.executor import InferenceExecutor
 from app.inference.runner import CudaOptions, StyleRunner

@@ -19,8 +19,8 @@ from app.api.uploads import (
     resolve_style,
     run_inference,
 )
-from app.imaging.encode import MEDIA_TYPES, OutputFormat
 from app.imaging.decode_budget import reserve_decode
+from app.imaging.encode import MEDIA_TYPES, OutputFormat
 from app.inference.predict import (
     STYLE_IMAGE_DECODE_SIZE,
     PredictOptions,
@@ -95,7 +95,7 @@ async def predict(
     service: Service = Depends(get_service),
     runner: StyleRunner = Depends(get_runner),
     user_styles: UserStyleStore = Depends(get_user_styles),
-    client: Client = Depends(require_client),
+    client: Client = Depends(get_client),
 ) -> Response:
     settings = service.settings
     if style is not None and model is not None and style != model:
