@@ -221,3 +221,27 @@ def test_too_many_photos_are_refused(make_client) -> None:
         response = submit(client, photos=PHOTOS)
         assert_problem(response, 422, "invalid_parameter")
         assert "ATELIER_TRAINING_MAX_PHOTOS" in response.json()["detail"]
+
+
+def test_a_long_training_job_never_blocks_a_gatys_job_on_the_embedded_worker(
+    make_client,
+) -> None:
+    with make_client() as client:
+        training = submit(client, iterations="5000", name="long-style").json()["id"]
+        wait_for(
+            lambda: client.get(f"/jobs/{training}").json()["progress"]["iteration"] >= 1,
+            120,
+            "training to start",
+        )
+        files = [
+            ("content", ("c.png", png_bytes(64, 48, seed=1), "image/png")),
+            ("style", ("s.png", png_bytes(48, 48, seed=2), "image/png")),
+        ]
+        gatys = client.post(
+            "/jobs", files=files, data={"iterations": "4", "size": "48", "optimizer": "adam"}
+        )
+        assert gatys.status_code == 202, gatys.text
+        assert finished(client, gatys.json()["id"])["state"] == "succeeded"
+        assert client.get(f"/jobs/{training}").json()["state"] == "running"
+        assert client.delete(f"/jobs/{training}").status_code == 200
+        assert finished(client, training)["state"] == "cancelled"
