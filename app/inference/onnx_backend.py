@@ -92,7 +92,7 @@ def export_onnx(
     os.close(fd)
     axes = {input_names[0]: {2: "h", 3: "w"}, "output": {1: "h", 2: "w"}} if dynamic else None
     try:
-        with _EXPORT_LOCK, understood_export_warnings_silenced():
+        with _EXPORT_LOCK, understood_export_warnings_silenced(fixed_size=not dynamic):
             torch.onnx.export(
                 module,
                 example,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, load_file, save
 
+from app.inference.onnx_backend import understood_export_warnings_silenced
 from app.nets.transformer_net import TransformerNet, clean_state_dict
 
 
@@ -65,12 +65,7 @@ def transformer_net_onnx(net: TransformerNet) -> bytes:
     buffer = io.BytesIO()
     example = torch.rand(1, 3, 64, 64) * 255.0
     axes = {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}}
-    with warnings.catch_warnings():
-        # Understood and harmless here: instance norm "in training mode" is how TransformerNet
-        # always normalises, and the TorchScript exporter (deprecated, still the one that
-        # handles this graph with dynamic sizes) announces its deprecation.
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with understood_export_warnings_silenced():
         torch.onnx.export(
             net.eval(), (example,), buffer, input_names=["input"], output_names=["output"],
             dynamic_axes=axes, opset_version=17, dynamo=False,
