@@ -20,6 +20,7 @@ from app.config import Settings
 from app.gatys.backbones import Backbone
 from app.gatys.optimize import GatysOptions
 from app.jobs.kinds import gatys as gatys_kind
+from app.jobs.models import BlobKind
 from app.jobs.store import JobStore
 from app.main import create_app
 from tests.conftest import assert_problem, make_settings
@@ -350,3 +351,33 @@ def test_a_downscaled_job_that_runs_out_of_memory_again_fails_with_both_sizes(
 def test_allow_downscale_must_be_a_boolean(idle_client: TestClient) -> None:
     assert_problem(submit(idle_client, allow_downscale="maybe"), 422, "invalid_parameter")
     assert idle_client.get("/jobs").json()["total"] == 0
+
+
+def test_results_are_served_without_decoding_and_each_other_format_is_encoded_once(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stored PNG goes out as it is (its size comes from the row, not a decode); a JPEG or
+    WebP of it is encoded on the first request and served from the cache afterwards."""
+    from app.api import jobs as jobs_api
+
+    job = submit(client).json()
+    assert finished(client, job["id"])["state"] == "succeeded"
+    stored = client.app.state.jobs.store.stored_blob(job["id"], BlobKind.result)
+    assert (stored.width, stored.height) == (64, 48)
+
+    decodes: list[int] = []
+    real_pixels = jobs_api._pixels
+
+    def counting(png: bytes) -> np.ndarray:
+        decodes.append(1)
+        return real_pixels(png)
+
+    monkeypatch.setattr(jobs_api, "_pixels", counting)
+    png = client.get(f"/jobs/{job['id']}/result", params={"format": "png"})
+    assert png.content == stored.data and png.headers["x-image-size"] == "64x48"
+    assert decodes == [], "a PNG result was decoded to be served"
+    for _ in range(3):
+        jpeg = client.get(f"/jobs/{job['id']}/result")
+        assert jpeg.headers["content-type"] == "image/jpeg"
+        assert client.get(f"/jobs/{job['id']}/preview").status_code == 200
+    assert len(decodes) == 1, f"the JPEG was encoded {len(decodes)} times"
