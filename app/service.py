@@ -87,6 +87,7 @@ class Service:
             cpu_backend=settings.cpu_backend,
             cpu_precision=choose_cpu_precision(settings.cpu_precision),
             threads=settings.torch_threads,
+            shrink_arena=settings.cpu_shrink_arena,
             emulate_int8=settings.arbitrary_emulate_int8,
             cuda=cuda_options(settings),
         )

@@ -4,7 +4,8 @@ Each variant is a fresh `atelier serve` (throwaway data dir, no job worker) give
 environment variables. After readiness and one warm-up request, it serves `--requests`
 predictions of a real photo at max_size 1024 (JPEG in and out); RSS is read from /proc before,
 after the requests, and after a few idle seconds. The variants separate where memory goes:
-the CPU precision path (OpenVINO bf16 vs onnxruntime fp32) and glibc's malloc arenas.
+the CPU precision path (OpenVINO bf16 vs onnxruntime fp32), glibc's malloc arenas, and
+onnxruntime's own arena (ATELIER_CPU_SHRINK_ARENA).
 
     .venv/bin/python bench/predict_memory.py [--requests 20]
 """
@@ -32,6 +33,10 @@ VARIANTS: dict[str, dict[str, str]] = {
     "fp32 onnxruntime, MALLOC_ARENA_MAX=2": {
         "ATELIER_CPU_PRECISION": "fp32",
         "MALLOC_ARENA_MAX": "2",
+    },
+    "fp32 onnxruntime, ATELIER_CPU_SHRINK_ARENA": {
+        "ATELIER_CPU_PRECISION": "fp32",
+        "ATELIER_CPU_SHRINK_ARENA": "true",
     },
 }
 

@@ -130,7 +130,17 @@ class OnnxModule:
 
     precision = "fp32"
 
-    def __init__(self, path: Path, input_names: list[str], *, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        input_names: list[str],
+        *,
+        threads: int | None = None,
+        shrink_arena: bool = False,
+    ) -> None:
+        """`shrink_arena` hands the activations' memory back after every run. onnxruntime's
+        arena otherwise keeps the peak of every size it has seen (measured: +0.4 GiB after 20
+        predictions around 1024 px, held for good), at the price of ~20% per 1024 px run."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -140,10 +150,13 @@ class OnnxModule:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._run_options = ort.RunOptions()
+        if shrink_arena:
+            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self._input_names = input_names
         self.path = path
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
         feeds = dict(zip(self._input_names, inputs, strict=True))
-        (output,) = self._session.run(None, feeds)
+        (output,) = self._session.run(None, feeds, self._run_options)
         return output

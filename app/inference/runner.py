@@ -90,10 +90,12 @@ class StyleRunner:
         cpu_backend: CpuBackend = "onnxruntime",
         cpu_precision: Precision = "fp32",
         threads: int | None = None,
+        shrink_arena: bool = False,
         emulate_int8: bool = False,
         cuda: CudaOptions | None = None,
     ) -> None:
         self.device = device
+        self._shrink_arena = shrink_arena
         self.cuda = cuda if device.type == "cuda" and cuda is not None else CudaOptions()
         self._onnx_dir = cache_dir / "onnx"
         self._threads = threads
@@ -139,7 +141,7 @@ class StyleRunner:
                 return OpenVinoModule(path, names, threads=self._threads)
             except Exception:
                 log.exception("OpenVINO could not compile %s; running it in fp32", path.name)
-        return OnnxModule(path, names, threads=self._threads)
+        return OnnxModule(path, names, threads=self._threads, shrink_arena=self._shrink_arena)
 
     def _predictor_network(self, predictor: nn.Module) -> Network:
         """The style predictor: onnxruntime fp32 on CPU (fixed 256x256 input), else torch."""
@@ -151,7 +153,7 @@ class StyleRunner:
         except Exception:
             log.exception("ONNX export of the style predictor failed; running it with torch")
             return TorchNetwork(predictor, self.device)
-        return OnnxModule(path, ["image"], threads=self._threads)
+        return OnnxModule(path, ["image"], threads=self._threads, shrink_arena=self._shrink_arena)
 
     @property
     def engine_backend(self) -> str:

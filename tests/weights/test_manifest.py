@@ -126,6 +126,19 @@ def test_bad_style_names_are_rejected(tmp_path: Path, name: str) -> None:
         load_manifest(write(tmp_path, f'[styles."{name}"]\nfile = "x.pth"\n'))
 
 
+def test_stands_in_for_must_name_a_style(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="stands_in_for must be a style name"):
+        load_manifest(
+            write(
+                tmp_path, '[styles.ours]\nfile = "o.safetensors"\nstands_in_for = "Rain Princess"\n'
+            )
+        )
+    manifest = load_manifest(
+        write(tmp_path, '[styles.ours]\nfile = "o.safetensors"\nstands_in_for = "mosaic"\n')
+    )
+    assert manifest.styles["ours"].stands_in_for == "mosaic"
+
+
 def test_repository_manifest_is_pinned_where_a_checksum_is_published() -> None:
     """The shipped manifest parses, and torchvision's file-name hash agrees with the pin."""
     manifest = load_manifest(REPO_MODELS)
@@ -134,6 +147,14 @@ def test_repository_manifest_is_pinned_where_a_checksum_is_published() -> None:
     assert vgg.sha256.startswith(vgg.sha256_prefix) and vgg.sha256_prefix in vgg.url
     for download in manifest.downloads.values():
         assert download.sha256 == "" or re.fullmatch(r"[0-9a-f]{64}", download.sha256)
+    vgg16 = manifest.downloads["vgg16"]
+    assert vgg16.sha256_prefix in vgg16.url and vgg16.files == ("vgg16-397923af.pth",)
     styles = manifest.downloads["pytorch-examples-styles"]
     assert set(styles.files) == {"mosaic.pth", "candy.pth", "rain_princess.pth", "udnie.pth"}
-    assert {style.file for style in manifest.styles.values()} <= set(styles.files)
+    official = {s.file for s in manifest.styles.values() if s.official}
+    assert official == set(styles.files), "every official style comes from the fetch"
+    # The others are Atelier's own, committed beside the manifest, each standing in for one.
+    for style in manifest.styles.values():
+        if not style.official:
+            assert (REPO_MODELS / style.file).is_file(), f"{style.file} is not in models/"
+            assert style.stands_in_for in manifest.styles and style.recipe
