@@ -52,7 +52,8 @@ class TrainOptions:
     """One training run. Weights left as None take the loss network's defaults (DEFAULT_TAPS).
 
     `precision` "auto" trains under bf16 autocast where the device has fast bf16 (AMX or
-    AVX-512 BF16 CPUs: 2-3x faster steps, measured) and in fp32 elsewhere; the weights stay fp32.
+    AVX-512 BF16 CPUs: 1.2-1.6x faster steps, bench/train.py) and in fp32 elsewhere; the
+    weights stay fp32.
     `range_weight` penalises outputs outside 0..255 before they are clamped: the loss network
     only ever sees the clamped image that serving returns, and without the penalty a network
     learns to push whole regions past the clamp (the "saturated blobs" failure).
