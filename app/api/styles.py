@@ -20,7 +20,14 @@ from app.inference.predict import STYLE_IMAGE_DECODE_SIZE
 from app.inference.registration import RegisteredPainting, analyse_painting
 from app.inference.runner import StyleRunner
 from app.service import Service
-from app.styles.catalog import STYLE_NAME_MAX, SingleStyle, Style, StyleOrigin, normalise_name
+from app.styles.catalog import (
+    STYLE_NAME_MAX,
+    SingleStyle,
+    Style,
+    StyleCatalog,
+    StyleOrigin,
+    normalise_name,
+)
 from app.styles.thumbnails import REFERENCE_CREDIT
 from app.styles.user_styles import DuplicateStyle, NewUserStyle, UserStyleStore
 from app.weights.manifest import STYLE_NAME
@@ -125,14 +132,7 @@ async def register_style(
     user_styles: UserStyleStore = Depends(get_user_styles),
     client: Client = Depends(require_client),
 ) -> StyleInfo:
-    if not STYLE_NAME.match(name):
-        raise ProblemError(
-            422,
-            "invalid_parameter",
-            f"name {name!r} must be lowercase letters and digits joined by single hyphens",
-        )
-    if name in service.catalog:
-        raise ProblemError(409, "style_exists", f"a built-in style is already named {name!r}")
+    check_new_style_name(service.catalog, name)
     data = await read_upload(image, service.settings.max_upload_bytes)
 
     def analyse_within_budget() -> RegisteredPainting:
@@ -154,6 +154,19 @@ async def register_style(
         raise ProblemError(409, "style_exists", f"a style named {name!r} already exists") from exc
     response.headers["Location"] = str(request.url_for("thumbnail", name=name))
     return _info(request, style, False)
+
+
+def check_new_style_name(catalog: StyleCatalog, name: str) -> None:
+    """422 for a malformed name of a style about to be created (registered or trained), 409
+    for one a catalog style already has; user styles are checked when the row is written."""
+    if not STYLE_NAME.match(name):
+        raise ProblemError(
+            422,
+            "invalid_parameter",
+            f"name {name!r} must be lowercase letters and digits joined by single hyphens",
+        )
+    if name in catalog:
+        raise ProblemError(409, "style_exists", f"a built-in style is already named {name!r}")
 
 
 @router.delete(

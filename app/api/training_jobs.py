@@ -18,6 +18,7 @@ from app.api.deps import get_user_styles
 from app.api.job_submission import check_pending, enqueue, invalid, normalised_png
 from app.api.jobs import JobResource, JobsRoute, get_jobs
 from app.api.problems import ProblemError, problem_responses
+from app.api.styles import check_new_style_name
 from app.api.uploads import FileList
 from app.jobs.kinds.training import TrainingJobOptions, photo_folder_files
 from app.jobs.models import BlobKind
@@ -26,7 +27,6 @@ from app.jobs.store import JobInput, NewJob
 from app.styles.catalog import STYLE_NAME_MAX
 from app.styles.user_styles import UserStyleStore
 from app.training.options import MAX_STYLE_SIZE, TRAINING_BACKBONES, TrainOptions
-from app.weights.manifest import STYLE_NAME
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=JobsRoute)
 
@@ -145,10 +145,7 @@ async def submit_training(
 
 async def _check_name(request: Request, user_styles: UserStyleStore, name: str) -> None:
     """422 for a malformed name, 409 for a taken one (checked again when the style is saved)."""
-    if not STYLE_NAME.match(name):
-        raise invalid("name", f"{name!r} must be lowercase letters and digits joined by hyphens")
-    if name in request.app.state.service.catalog:
-        raise ProblemError(409, "style_exists", f"a built-in style is already named {name!r}")
+    check_new_style_name(request.app.state.service.catalog, name)
     user_styles.create_schema()
     if await run_in_threadpool(user_styles.get, name) is not None:
         raise ProblemError(409, "style_exists", f"a style named {name!r} already exists")
