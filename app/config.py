@@ -108,8 +108,10 @@ class Settings(BaseSettings):
         None,
         description="Run jobs on a thread of the API process; None = on when no broker is set.",
     )
-    job_backbone: Literal["auto", "vgg19", "efficientnet-lite0"] = Field(
-        "auto", description="Feature network for Gatys jobs; auto = VGG-19 when installed."
+    job_backbone: Literal["auto", "vgg19", "vgg16", "efficientnet-lite0"] = Field(
+        "auto",
+        description="Feature network for Gatys jobs; auto = VGG-19 when fetched, else the "
+        "VGG-16 (fetched or in-box), else EfficientNet-Lite0.",
     )
     job_default_iterations: int = Field(300, ge=1, description="Iterations when a job names none.")
     job_max_iterations: int = Field(1000, ge=1, description="Largest `iterations` a job may ask.")

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app import __version__
 from app.api.access import Client, may_access, require_client
@@ -15,6 +15,7 @@ from app.api.database import with_schema
 from app.api.deps import get_runner, get_service, get_user_styles
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import find_style, read_upload, run_inference
+from app.gatys.backbones import loss_networks
 from app.imaging.decode_budget import reserve_decode
 from app.inference.predict import STYLE_IMAGE_DECODE_SIZE
 from app.inference.registration import RegisteredPainting, analyse_painting
@@ -48,6 +49,9 @@ class ModelMetadata(BaseModel):
     version: str
     default_style: str
     styles: int
+    loss_networks: dict[str, str] = Field(
+        description="What Gatys jobs and style training run on, and where the weights come from."
+    )
 
 
 class StyleInfo(BaseModel):
@@ -82,6 +86,7 @@ def metadata(service: Service = Depends(get_service)) -> ModelMetadata:
         version=__version__,
         default_style=service.default_style,
         styles=len(service.catalog),
+        loss_networks=loss_networks(service.settings.job_backbone, service.settings.models_dir),
     )
 
 

@@ -42,7 +42,8 @@ def gatys(
         str | None, typer.Option(help="Comma list of long sides, coarse to fine.")
     ] = None,
     backbone: Annotated[
-        str | None, typer.Option(help="auto, vgg19 or efficientnet-lite0 (ATELIER_JOB_BACKBONE).")
+        str | None,
+        typer.Option(help="auto, vgg19, vgg16 or efficientnet-lite0 (ATELIER_JOB_BACKBONE)."),
     ] = None,
 ) -> None:
     """Stylise CONTENT with STYLES by Gatys optimisation, with a progress bar."""
@@ -81,7 +82,12 @@ def gatys(
         style_pixels = [_load(path, style_side, settings.max_pixels) for path in styles]
         configure_threads(settings.torch_threads, settings.torch_interop_threads)
         device = select_device(settings.device)
-        net = load_backbone(backbone or settings.job_backbone, settings.models_dir, device)
+        net = load_backbone(
+            backbone or settings.job_backbone,
+            settings.models_dir,
+            device,
+            cache_dir=settings.cache_dir,
+        )
     except (ImageRejected, BackboneUnavailable, RuntimeError, ValueError) as exc:
         _fail(str(exc))
 

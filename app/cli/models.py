@@ -12,6 +12,7 @@ from typing import NoReturn
 import typer
 
 from app.config import get_settings
+from app.gatys.backbones import loss_networks
 from app.weights.fetch import FetchError, FetchResult, InstalledEntry, fetch, installed
 from app.weights.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 
@@ -69,6 +70,9 @@ def list_command() -> None:
         typer.echo(
             "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         )
+    settings = get_settings()
+    for use, network in loss_networks(settings.job_backbone, settings.models_dir).items():
+        typer.echo(f"{use} loss network: {network}")
 
 
 def _load(models_dir: Path) -> Manifest:

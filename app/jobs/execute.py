@@ -21,7 +21,7 @@ import torch
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
-from app.gatys.backbones import Backbone, BackboneUnavailable, load_backbone, resolve_backbone_name
+from app.gatys.backbones import Backbone, BackboneUnavailable, load_backbone
 from app.gatys.optimize import Cancelled
 from app.imaging.encode import OutputFormat, encode_image
 from app.inference.device import select_device
@@ -46,18 +46,25 @@ class _LeaseLost(Exception):
 
 
 class BackboneCache:
-    """Backbones by (name, models dir, device); loading VGG takes seconds, so each process
-    loads each backbone once and every later job reuses it."""
+    """Backbones by (name, preference, models dir, device); loading VGG takes seconds, so each
+    process loads each backbone once and every later job reuses it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: dict[tuple[str, str, str], Backbone] = {}
+        self._items: dict[tuple[str, str, str, str], Backbone] = {}
 
-    def get(self, name: str, models_dir: Path, device: torch.device) -> Backbone:
-        key = (name, str(Path(models_dir).resolve()), str(device))
+    def get(
+        self,
+        name: str,
+        models_dir: Path,
+        device: torch.device,
+        preferred: str = "vgg19",
+        cache_dir: Path | None = None,
+    ) -> Backbone:
+        key = (name, preferred, str(Path(models_dir).resolve()), str(device))
         with self._lock:
             if key not in self._items:
-                self._items[key] = load_backbone(name, models_dir, device)
+                self._items[key] = load_backbone(name, models_dir, device, preferred, cache_dir)
             return self._items[key]
 
 
@@ -125,8 +132,9 @@ class _Context:
         return self.store.blobs(self.job.id, kind)
 
     def backbone(self, name: str, preferred: str = "vgg19") -> Backbone:
-        resolved = resolve_backbone_name(name, self.settings.models_dir, preferred)
-        network = self._backbones.get(resolved, self.settings.models_dir, self.device)
+        network = self._backbones.get(
+            name, self.settings.models_dir, self.device, preferred, self.settings.cache_dir
+        )
         if not self.store.mark_started(
             self.job.id, self.worker_id, backbone=network.name, device=str(self.device)
         ):

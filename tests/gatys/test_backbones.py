@@ -16,6 +16,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
+from app.gatys import backbones
 from app.gatys.backbones import (
     VGG16_WEIGHTS_FILE,
     VGG19_WEIGHTS_FILE,
@@ -24,6 +25,7 @@ from app.gatys.backbones import (
     efficientnet_lite0_weights_path,
     load_backbone,
     load_efficientnet_lite0_classifier,
+    resolve_backbone_name,
 )
 
 CPU = torch.device("cpu")
@@ -114,10 +116,23 @@ def test_vgg19_weights_with_wrong_shapes_raise_backbone_unavailable(tmp_path: Pa
         load_backbone("vgg19", tmp_path, CPU)
 
 
-def test_auto_falls_back_to_efficientnet_lite0(tmp_path: Path) -> None:
-    backbone = load_backbone("auto", tmp_path, CPU)
-    assert backbone.name == "efficientnet-lite0"
+def test_auto_takes_the_inbox_vgg16_without_vgg19(tmp_path: Path) -> None:
+    backbone = load_backbone("auto", tmp_path, CPU, cache_dir=tmp_path / "cache")
+    assert backbone.name == "vgg16" and backbone.weights_source.startswith("in-box")
+    assert backbone.content_layers == ("relu4_2",)
+    assert backbone.style_layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     assert_frozen(backbone)
+
+
+def test_auto_falls_back_to_efficientnet_lite0_without_any_vgg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backbones, "carrier_installed", lambda: False)
+    for preferred in ("vgg19", "vgg16"):
+        assert resolve_backbone_name("auto", tmp_path, preferred) == "efficientnet-lite0"
+        backbone = load_backbone("auto", tmp_path, CPU, preferred)
+        assert backbone.name == "efficientnet-lite0"
+        assert_frozen(backbone)
 
 
 def test_unknown_backbone_name_is_rejected(tmp_path: Path) -> None:
@@ -195,17 +210,19 @@ def test_backbone_rejects_non_rgb_input(tmp_path: Path) -> None:
         backbone(torch.zeros(1, 1, 32, 32))
 
 
-def test_vgg16_gives_johnsons_taps_with_max_pooling_as_torchvision(tmp_path: Path) -> None:
+def test_fetched_vgg16_for_training_gives_johnsons_taps_with_max_pooling(tmp_path: Path) -> None:
     """The training loss network: torchvision's VGG-16 `features` (max pooling kept), tapped at
-    relu1_2, relu2_2, relu3_3 and relu4_3 (features indices 3, 8, 15, 22)."""
+    relu1_2, relu2_2, relu3_3 and relu4_3 (features indices 3, 8, 15, 22). A fetched file takes
+    precedence over the in-box weights."""
     vgg = torchvision.models.vgg
     torch.manual_seed(2)
     reference = vgg.make_layers(vgg.cfgs["D"], batch_norm=False).eval()
     state = {f"features.{key}": value for key, value in reference.state_dict().items()}
     torch.save(state, tmp_path / VGG16_WEIGHTS_FILE)
     backbone = load_backbone("auto", tmp_path, CPU, preferred="vgg16")
-    assert backbone.name == "vgg16" and backbone.content_layers == ("relu2_2",)
+    assert backbone.name == "vgg16" and backbone.weights_source == "torchvision (fetched)"
     assert_frozen(backbone)
+    backbone = backbone.for_training()
     image = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(3))
     indices = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
     with torch.no_grad():
