@@ -76,7 +76,7 @@ def stylize(
     max_size: Annotated[int | None, typer.Option(help="Longest output side.")] = None,
     strength: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
     preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours.")] = False,
-    format: Annotated[str, typer.Option(help="jpeg, png or webp.")] = "jpeg",
+    format: Annotated[str, typer.Option(help="jpeg, png, webp or avif.")] = "jpeg",
     style_image: Annotated[
         list[Path] | None,
         typer.Option(help="A painting to use as the style (repeat to blend); overrides -s."),

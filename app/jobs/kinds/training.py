@@ -35,7 +35,7 @@ from app.weights.checkpoints import transformer_net_pth, transformer_net_safeten
 
 log = logging.getLogger("atelier.jobs.training")
 
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif")
 PTH_MEDIA_TYPE = "application/octet-stream"
 
 
