@@ -12,7 +12,7 @@ import io
 
 import numpy as np
 import pytest
-from conftest import pattern
+from conftest import pattern, smooth
 from PIL import Image
 
 from app.imaging.decode import decode_image
@@ -48,13 +48,6 @@ def levels(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     """Mean and largest absolute difference, in 8-bit levels."""
     diff = np.abs(a.astype(np.int32) - b.astype(np.int32))
     return float(diff.mean()), int(diff.max())
-
-
-def smooth(width: int, height: int) -> np.ndarray:
-    """Colour gradients without texture: what JPEG keeps nearly intact."""
-    v, u = np.mgrid[0:height, 0:width] / np.array([height, width]).reshape(2, 1, 1)
-    image = np.stack([40 + 180 * u, 60 + 150 * v, 128 + 90 * np.sin(3.0 * u + 2.0 * v)], -1)
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def wide_gamut(
