@@ -35,6 +35,8 @@ def serve(
     """Run the HTTP service."""
     import uvicorn
 
+    from app.api.live import ws_max_size
+
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     uvicorn.run(
@@ -45,6 +47,7 @@ def serve(
         log_config=None,
         # SIGTERM: stop accepting, let in-flight requests finish within the bound, then exit.
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        ws_max_size=ws_max_size(settings),
     )
 
 
