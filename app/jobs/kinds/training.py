@@ -159,6 +159,6 @@ class TrainingKind(JobKind):
             )
         except DuplicateStyle as exc:
             raise JobInputError(
-                f"a style named {options.name!r} was created while this job ran; "
+                f"you created a style named {options.name!r} while this job ran; "
                 "submit again with another name"
             ) from exc
