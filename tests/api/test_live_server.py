@@ -114,14 +114,13 @@ def test_a_refused_token_is_a_close_code_a_browser_can_read(server: Server) -> N
 def test_clients_leaving_log_no_errors(server: Server, errors: ErrorLog) -> None:
     frame = FRAME.pack(1) + encode(pattern(160, 120), "JPEG")
     for session in range(8):
-        stream = open_stream(server, live_token(server))
-        handshake(stream)
-        stream.send(frame)
-        if session % 2:
-            stream.recv(timeout=30)  # the stylized frame
-            stream.close()  # a tab closed: close frame, then the socket
-        else:
-            stream.socket.close()  # a network drop mid-frame: no close frame at all
+        with open_stream(server, live_token(server)) as stream:
+            handshake(stream)
+            stream.send(frame)
+            if session % 2:
+                stream.recv(timeout=30)  # the stylized frame; then a tab closes cleanly
+            else:
+                stream.socket.close()  # a network drop mid-frame: no close frame at all
     time.sleep(1.0)  # let the server notice the last one
     messages = [record.getMessage() for record in errors.records]
     assert messages == []
