@@ -226,9 +226,11 @@ async def thumbnail(
     private = style.origin is StyleOrigin.user
     headers = PRIVATE if private else {"Cache-Control": "max-age=3600"}
     if private:
+        # Never the shared thumbnail cache: it is keyed by name, and names are per key.
         stored = await run_in_threadpool(user_styles.thumbnail, style)
-        if stored is not None:
-            return Response(stored, media_type="image/jpeg", headers=headers)
+        if stored is None:  # deleted meanwhile
+            raise ProblemError(404, "unknown_style", f"no style named {name!r}")
+        return Response(stored, media_type="image/jpeg", headers=headers)
     data = await run_inference(
         service,
         service.thumbnails.get,
