@@ -30,7 +30,7 @@ from app.video.probe import (
     frame_duration_ms,
     open_clip,
 )
-from app.video.tonemap import sdr_rgb
+from app.video.tonemap import SdrFrames
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,14 @@ def _video_frames(
             cap_decoder(stream, limits)
             stream.thread_type = "AUTO"
             declared = stream.codec_context.width * stream.codec_context.height
+            to_rgb = SdrFrames(width, height)
             for index, frame in enumerate(container.decode(stream)):
                 if frame.width * frame.height > declared:
                     raise VideoTooLarge(
                         f"frame {index} is {frame.width}x{frame.height}, larger than the "
                         "clip's header declares"
                     )
-                pixels = turn(sdr_rgb(frame, width, height), orientation)
+                pixels = turn(to_rgb(frame), orientation)
                 yield SourceFrame(index, pixels, pts=frame.pts)
     except av.FFmpegError as exc:
         raise VideoRejected(f"the clip is corrupt or truncated ({exc})") from exc

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import av
 import numpy as np
-from av.video.reformatter import ColorPrimaries, ColorTrc
+from av.video.reformatter import ColorPrimaries, ColorTrc, VideoReformatter
 
 HDR_TRANSFERS = frozenset({int(ColorTrc.SMPTE2084), int(ColorTrc.ARIB_STD_B67)})
 WIDE_PRIMARIES = frozenset({int(ColorPrimaries.BT2020)})
@@ -25,20 +25,32 @@ def needs_mapping(frame: av.VideoFrame) -> bool:
     return frame.color_trc in HDR_TRANSFERS or frame.color_primaries in WIDE_PRIMARIES
 
 
-def sdr_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
-    """`frame` scaled to width x height as RGB uint8 in BT.709 (SDR) colours."""
-    if not needs_mapping(frame):
-        rgb = frame.reformat(width, height, format="rgb24", interpolation="AREA")
+class SdrFrames:
+    """Converts one clip's frames; the swscale context (and the colour map it builds, which
+    costs far more than a frame's conversion) is made once and reused for every frame."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width = width
+        self.height = height
+        self._reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        """`frame` scaled to width x height as RGB uint8 in BT.709 (SDR) colours."""
+        if not needs_mapping(frame):
+            rgb = self._reformatter.reformat(
+                frame, self.width, self.height, format="rgb24", interpolation="AREA"
+            )
+            return rgb.to_ndarray()
+        rgb = self._reformatter.reformat(
+            frame,
+            self.width,
+            self.height,
+            format="rgb24",
+            interpolation="AREA",
+            src_color_range=frame.color_range,
+            dst_colorspace="ITU709",
+            dst_color_range="JPEG",
+            dst_color_trc=ColorTrc.BT709,
+            dst_color_primaries=ColorPrimaries.BT709,
+        )
         return rgb.to_ndarray()
-    rgb = frame.reformat(
-        width,
-        height,
-        format="rgb24",
-        interpolation="AREA",
-        src_color_range=frame.color_range,
-        dst_colorspace="ITU709",
-        dst_color_range="JPEG",
-        dst_color_trc=ColorTrc.BT709,
-        dst_color_primaries=ColorPrimaries.BT709,
-    )
-    return rgb.to_ndarray()
