@@ -46,19 +46,22 @@ lint: $(STAMP)
 fetch-models: $(STAMP)
 	$(BIN)/atelier models fetch
 
-# Retrains the in-box Johnson styles (models/*-atelier.safetensors) with the recipe in the README.
+# Retrains the in-box Johnson styles (models/*-atelier.safetensors) with the recipe in
+# docs/styles.md: the in-box VGG-16 loss network, a style weight per style (STYLE:WEIGHT).
 # Resumable: rerun after an interruption and each style continues from its checkpoint.
 SHARED ?= ../shared/images
 TRAIN_CHECKPOINTS ?= data/training
 TRAIN_ITERATIONS ?= 2000
-TRAIN_STYLES ?= mosaic candy rain-princess udnie
+TRAIN_STYLES ?= mosaic:5 candy:8 rain-princess:6 udnie:10
 TRAIN_PHOTOS := $(SHARED)/training $(filter-out %/amber.jpg,$(wildcard $(SHARED)/photos/*.jpg))
 train-styles: $(STAMP)
-	for style in $(TRAIN_STYLES); do \
+	for pair in $(TRAIN_STYLES); do \
+		style=$${pair%%:*}; weight=$${pair##*:}; \
 		$(BIN)/atelier train $(SHARED)/paintings/$$style.jpg $(addprefix --photos ,$(TRAIN_PHOTOS)) \
 			--name $$style-atelier --output models/$$style-atelier.safetensors \
 			--checkpoint $(TRAIN_CHECKPOINTS)/$$style.ckpt --iterations $(TRAIN_ITERATIONS) \
-			--seed 0 --preview $(TRAIN_CHECKPOINTS)/$$style-preview.jpg || exit 1; \
+			--batch-size 2 --crop-size 192 --style-size 320 --style-weight $$weight \
+			--backbone vgg16 --seed 0 --preview $(TRAIN_CHECKPOINTS)/$$style-preview.jpg || exit 1; \
 	done
 
 bench-gatys: $(STAMP)

@@ -13,7 +13,7 @@ our outputs and one official output:
 
 Each row says whether our style is nearer its own official counterpart than the other three.
 
-    .venv/bin/python bench/inbox_styles.py [--sheet docs/inbox-styles.jpg]
+    .venv/bin/python bench/inbox_styles.py [--sheet docs/inbox-styles.jpg] [--weights DIR]
 """
 
 from __future__ import annotations
@@ -98,6 +98,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sheet", type=Path, default=ROOT / "docs" / "inbox-styles.jpg")
     parser.add_argument("--cache", type=Path, default=ROOT / "data" / "cache")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=ROOT / "models",
+        help="Folder of NAME-atelier.safetensors to measure (e.g. a training run's output).",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     amber = load(SHARED / "photos" / "amber.jpg")
@@ -107,7 +113,7 @@ def main() -> None:
     described = {s: metrics.describe(image) for s, image in official.items()}
     rows, table = [], []
     for style in STYLES:
-        path = ROOT / "models" / f"{style}-atelier.safetensors"
+        path = args.weights / f"{style}-atelier.safetensors"
         if not path.exists():
             print(f"{style}: {path.name} not trained yet")
             continue
