@@ -3,8 +3,8 @@ container header before any decode, or by a decoder capped at the pixel limit wh
 H.264 header declares the size; the probe decodes under the shared decode budget; an animation
 over the writer's pixel limit says so (413 `animation_too_large`).
 
-Memory is measured as the peak resident size of a fresh Python process probing the clips, so
-FFmpeg's own allocations count (tracemalloc would not see them).
+Memory is measured as the peak resident size (VmHWM) of a fresh Python process probing the
+clips, so FFmpeg's own allocations count (tracemalloc would not see them).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from app.video.hostile import write_declaring
 ROOT = Path(__file__).resolve().parents[2]
 SIDE = 16000
 PROBE = """
-import resource, sys, threading
+import sys, threading
 from pathlib import Path
 from app.video.probe import VideoLimits, VideoRejected, probe
 
@@ -38,14 +38,17 @@ def run(path):
         codes.append("accepted")
     except VideoRejected as exc:
         codes.append(exc.code)
+def peak_kib():  # this process's own high-water mark (ru_maxrss counts the parent's, pre-exec)
+    status = Path("/proc/self/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith("VmHWM:")).split()[1])
 run(paths[0])  # a harmless clip first: FFmpeg's first-use setup is not the hostile clips' cost
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_kib()
 threads = [threading.Thread(target=run, args=(p,)) for p in paths[1:]]
 for thread in threads:
     thread.start()
 for thread in threads:
     thread.join()
-grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+grown = peak_kib() - before
 print(" ".join(sorted(set(codes[1:]))), grown // 1024)
 """
 
