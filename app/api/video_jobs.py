@@ -26,6 +26,7 @@ from app.api.uploads import (
     read_style_images,
     resolve_style,
 )
+from app.imaging.decode_budget import DecodeBudget
 from app.jobs.kinds.video import VideoJobOptions, VideoStyle, video_limits
 from app.jobs.models import BlobKind
 from app.jobs.runtime import JobsRuntime
@@ -107,7 +108,7 @@ async def submit_video_job(
             f"the clip exceeds {settings.video_max_bytes:,} bytes (ATELIER_VIDEO_MAX_BYTES)",
         )
     engine_options = VideoOptions(limits=video_limits(settings), max_size=size, output=format)
-    info = await run_in_threadpool(_checked, data, engine_options)
+    info = await run_in_threadpool(_checked, data, engine_options, service.decode_budget)
     options = VideoJobOptions(
         style=video_style,
         max_size=size,
@@ -138,13 +139,14 @@ async def submit_video_job(
     return JobResource.of(job)
 
 
-def _checked(data: bytes, options: VideoOptions) -> MediaInfo:
-    """Probe the clip's headers (in a temporary file: FFmpeg reads from paths)."""
+def _checked(data: bytes, options: VideoOptions, budget: DecodeBudget) -> MediaInfo:
+    """Probe the clip's headers (in a temporary file: FFmpeg reads from paths); the frame the
+    probe decodes is held against the shared decode budget like any upload's."""
     with tempfile.NamedTemporaryFile(prefix="atelier-probe-") as handle:
         handle.write(data)
         handle.flush()
         try:
-            info, _ = plan(Path(handle.name), options)
+            info, _ = plan(Path(handle.name), options, budget.reserve)
         except VideoRejected as exc:
             raise ProblemError(exc.status, exc.code, str(exc)) from exc
         except IncompatibleOutput as exc:

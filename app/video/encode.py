@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from app.video.frames import VideoTiming
-from app.video.probe import AudioInfo, MediaInfo, MediaKind
+from app.video.probe import AudioInfo, MediaInfo, MediaKind, open_clip
 
 
 class VideoFormat(StrEnum):
@@ -159,7 +159,7 @@ def join_chunks(
 def _mux_video(chunks: Sequence[bytes], fmt: VideoFormat, dest: Path, source: Path) -> None:
     options = {"movflags": "+faststart"} if fmt is VideoFormat.mp4 else {}
     with (
-        av.open(str(source)) as original,
+        open_clip(source) as original,
         av.open(io.BytesIO(chunks[0])) as first,
         av.open(str(dest), "w", format=fmt.value, options=options) as out,
     ):

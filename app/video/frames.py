@@ -2,7 +2,9 @@
 
 Frames stream one at a time (memory stays at one frame whatever the clip's length), and every
 decoded frame is checked again against the limits, so a clip whose headers lie about its size or
-length is stopped at the first frame that breaks them.
+length is stopped at the first frame that breaks them. Frames come out upright (the probe's
+orientation: a phone's display matrix, an animation's EXIF) and in SDR BT.709 colours
+(app/video/tonemap.py).
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ import av
 import numpy as np
 from PIL import Image
 
-from app.imaging.decode import _to_rgb_array, target_size
+from app.imaging.decode import _ORIENTATION_TRANSPOSE, _to_rgb_array, target_size
 from app.video.probe import (
+    TRANSPOSED_ORIENTATIONS,
     MediaInfo,
     VideoLimits,
     VideoRejected,
     VideoTooLarge,
     VideoTooLong,
+    cap_decoder,
     frame_duration_ms,
+    open_clip,
 )
+from app.video.tonemap import SdrFrames
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class VideoTiming:
 
 def video_timing(path: Path) -> VideoTiming:
     """The first video stream's time base and average rate (what the encoder must reuse)."""
-    with av.open(str(path)) as container:
+    with open_clip(path) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         return VideoTiming(time_base=stream.time_base or Fraction(1, 90000), rate=Fraction(rate))
@@ -63,7 +69,10 @@ def read_frames(
     path: Path, info: MediaInfo, size: tuple[int, int], limits: VideoLimits
 ) -> Iterator[SourceFrame]:
     """Every frame of the clip as RGB uint8 at `size`; raises VideoRejected on corrupt data."""
-    frames = _image_frames(path, size) if info.is_animated_image else _video_frames(path, size)
+    if info.is_animated_image:
+        frames = _image_frames(path, size, info.orientation)
+    else:
+        frames = _video_frames(path, size, info.orientation, limits)
     count = 0
     for frame in frames:
         count += 1
@@ -76,34 +85,51 @@ def read_frames(
         raise VideoRejected("the clip has no decodable video frames")
 
 
-def _video_frames(path: Path, size: tuple[int, int]) -> Iterator[SourceFrame]:
-    width, height = size
+def _video_frames(
+    path: Path, size: tuple[int, int], orientation: int, limits: VideoLimits
+) -> Iterator[SourceFrame]:
+    width, height = _stored(size, orientation)
     try:
-        with av.open(str(path)) as container:
+        with open_clip(path) as container:
             stream = container.streams.video[0]
+            cap_decoder(stream, limits)
             stream.thread_type = "AUTO"
             declared = stream.codec_context.width * stream.codec_context.height
+            to_rgb = SdrFrames(width, height)
             for index, frame in enumerate(container.decode(stream)):
                 if frame.width * frame.height > declared:
                     raise VideoTooLarge(
                         f"frame {index} is {frame.width}x{frame.height}, larger than the "
                         "clip's header declares"
                     )
-                rgb = frame.reformat(width, height, format="rgb24", interpolation="AREA")
-                yield SourceFrame(index, rgb.to_ndarray(), pts=frame.pts)
+                pixels = turn(to_rgb(frame), orientation)
+                yield SourceFrame(index, pixels, pts=frame.pts)
     except av.FFmpegError as exc:
         raise VideoRejected(f"the clip is corrupt or truncated ({exc})") from exc
 
 
-def _image_frames(path: Path, size: tuple[int, int]) -> Iterator[SourceFrame]:
+def _image_frames(path: Path, size: tuple[int, int], orientation: int) -> Iterator[SourceFrame]:
     try:
         with Image.open(path, formats=("GIF", "WEBP")) as image:
             for index in range(int(getattr(image, "n_frames", 1))):
                 image.seek(index)
-                pixels = _to_rgb_array(image)
+                pixels = turn(_to_rgb_array(image), orientation)
                 if (pixels.shape[1], pixels.shape[0]) != size:
                     resized = Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS)
                     pixels = np.asarray(resized)
                 yield SourceFrame(index, pixels, duration_ms=frame_duration_ms(image))
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise VideoRejected(f"the animated image is corrupt or truncated ({exc})") from exc
+
+
+def _stored(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """The stored (pre-turn) size of frames that are `size` once upright."""
+    width, height = size
+    return (height, width) if orientation in TRANSPOSED_ORIENTATIONS else (width, height)
+
+
+def turn(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """HxWx3 pixels as stored, turned upright by an EXIF-style orientation."""
+    if orientation not in _ORIENTATION_TRANSPOSE:
+        return pixels
+    return np.asarray(Image.fromarray(pixels).transpose(_ORIENTATION_TRANSPOSE[orientation]))

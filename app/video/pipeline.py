@@ -29,7 +29,7 @@ from app.video.encode import (
     join_chunks,
 )
 from app.video.frames import SourceFrame, output_size, read_frames, video_timing
-from app.video.probe import MediaInfo, VideoLimits, VideoTooLong, probe
+from app.video.probe import AnimationTooLarge, MediaInfo, Reserve, VideoLimits, probe
 from app.video.stabilize import Stabilizer
 
 StylizeFrames = Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]]
@@ -71,16 +71,19 @@ class VideoSummary:
 ANIMATION_MAX_PIXELS = 150_000_000
 
 
-def plan(source: Path, options: VideoOptions) -> tuple[MediaInfo, VideoFormat]:
-    """Probe and check a clip against the limits and the requested output, decoding nothing."""
-    info = probe(source, options.limits)
+def plan(
+    source: Path, options: VideoOptions, reserve: Reserve | None = None
+) -> tuple[MediaInfo, VideoFormat]:
+    """Probe and check a clip against the limits and the requested output; `reserve` holds a
+    decode budget while the probe decodes (see `probe`)."""
+    info = probe(source, options.limits, reserve)
     fmt = options.output or default_format(info)
     check_output(info, fmt)
     if info.is_animated_image:
         width, height = output_size(info, options.max_size)
         total = info.frames * width * height
         if total > ANIMATION_MAX_PIXELS:
-            raise VideoTooLong(
+            raise AnimationTooLarge(
                 f"{info.frames} frames at {width}x{height} are {total / 1e6:.0f} MP; an animation "
                 f"may hold {ANIMATION_MAX_PIXELS / 1e6:.0f} MP: ask a smaller max_size"
             )

@@ -2,14 +2,21 @@
 
 Order matters for safety, as for still images: the container is sniffed from an allow-list of
 magic bytes, then the container and stream metadata (never a decoded frame) give the size,
-duration and frame count that the limits are checked against. A clip that lies in its headers is
-caught again while decoding (app/video/frames.py), frame by frame.
+duration and frame count that the limits are checked against. FFmpeg's own stream probing
+(avformat_find_stream_info) would decode frames at whatever size the bitstream declares, so
+clips are opened with decoding switched off (`open_clip`); the one frame the probe decodes, and
+every frame a job decodes, goes through a decoder capped at the pixel limit (`cap_decoder`). A
+clip that lies in its headers is caught again while decoding (app/video/frames.py), frame by
+frame.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
@@ -17,7 +24,7 @@ from pathlib import Path
 import av
 from PIL import Image
 
-from app.imaging.decode import ImageRejected
+from app.imaging.decode import ImageRejected, _exif_orientation
 
 
 class MediaKind(StrEnum):
@@ -44,6 +51,17 @@ class VideoTooLong(VideoRejected):
 
     status = 422
     code = "video_too_long"
+
+
+class AnimationTooLarge(VideoRejected):
+    """A GIF/WebP whose frames together exceed what its writer may hold (413
+    `animation_too_large`): neither too long nor too large per frame, so it says which."""
+
+    status = 413
+    code = "animation_too_large"
+
+
+Reserve = Callable[[int], AbstractContextManager[None]]
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,9 @@ class MediaInfo:
     codec: str = ""
     audio: AudioInfo | None = None
     loop: int | None = None
+    # EXIF-style orientation (1 = as stored) that turns the stored frames upright: from a video
+    # track's display matrix or an animated image's EXIF. `width`/`height` are the upright size.
+    orientation: int = 1
 
     @property
     def is_animated_image(self) -> bool:
@@ -87,6 +108,16 @@ CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")
 MP4_BRANDS_AT = 4  # "ftyp" (or an early "moov"/"mdat"/"wide" atom in old QuickTime files)
 QUICKTIME_ATOMS = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
 EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+# With every frame skipped, avformat_find_stream_info reads the headers and decodes nothing.
+HEADERS_ONLY = {"skip_frame": "all"}
+# An H.264/HEVC decoder allocates its per-macroblock tables for the size the bitstream declares
+# (up to the codec's own ceiling) before max_pixels refuses the frame; this many probe decodes
+# at once bounds that transient whatever the clips claim.
+PROBE_DECODES_AT_ONCE = 2
+_probe_decodes = threading.BoundedSemaphore(PROBE_DECODES_AT_ONCE)
+# Display-matrix rotations (clockwise degrees) as EXIF orientations, so one path turns both.
+ROTATION_ORIENTATION = {0: 1, 90: 6, 180: 3, 270: 8}
+TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
 def sniff(head: bytes) -> MediaKind | None:
@@ -115,8 +146,23 @@ def is_animated(path: Path) -> bool:
         return False
 
 
-def probe(path: Path, limits: VideoLimits) -> MediaInfo:
-    """Read and check a clip's metadata; raises VideoRejected / VideoTooLarge / VideoTooLong."""
+def open_clip(path: Path) -> av.container.InputContainer:
+    """Open an uploaded clip without letting FFmpeg's stream probing decode a frame."""
+    return av.open(str(path), options=HEADERS_ONLY, metadata_errors="ignore")
+
+
+def cap_decoder(stream: av.VideoStream, limits: VideoLimits) -> None:
+    """Make the stream's decoder refuse, before allocating it, any frame over the pixel limit
+    (call before the first decode: the options apply when the decoder opens)."""
+    stream.codec_context.options = {"max_pixels": str(limits.max_frame_pixels)}
+
+
+def probe(path: Path, limits: VideoLimits, reserve: Reserve | None = None) -> MediaInfo:
+    """Read and check a clip's metadata; raises VideoRejected / VideoTooLarge / VideoTooLong.
+
+    `reserve(pixels)` (a decode budget's) is held while the probe decodes: one frame of a video,
+    each frame of a GIF/WebP in turn, never more than the limit's worth of pixels.
+    """
     size = path.stat().st_size
     if size == 0:
         raise VideoRejected("the uploaded file is empty")
@@ -132,11 +178,16 @@ def probe(path: Path, limits: VideoLimits) -> MediaInfo:
             "not a supported clip; send MP4/MOV (H.264, HEVC, AV1), WebM (VP8, VP9) or an "
             "animated GIF/WebP"
         )
-    info = _probe_video(path) if kind is MediaKind.video else _probe_image(path, kind, limits)
+    hold = reserve or (lambda _pixels: nullcontext())
+    if kind is not MediaKind.video:
+        with hold(limits.max_frame_pixels):
+            info = _probe_image(path, kind, limits)
+        check_limits(info, limits)
+        return info
+    info = _probe_video(path)
     check_limits(info, limits)
-    if kind is MediaKind.video:
-        _check_packets(path, info, limits)
-    return info
+    with hold(info.width * info.height), _probe_decodes:
+        return _check_packets(path, info, limits)
 
 
 def check_limits(info: MediaInfo, limits: VideoLimits) -> None:
@@ -167,7 +218,7 @@ def check_frame_pixels(width: int, height: int, limits: VideoLimits) -> None:
 
 def _probe_video(path: Path) -> MediaInfo:
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = open_clip(path)
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise VideoRejected(f"the clip is corrupt or truncated ({exc})") from exc
     with container:
@@ -206,16 +257,21 @@ def _probe_video(path: Path) -> MediaInfo:
         )
 
 
-def _check_packets(path: Path, info: MediaInfo, limits: VideoLimits) -> None:
+def _check_packets(path: Path, info: MediaInfo, limits: VideoLimits) -> MediaInfo:
     """Read the video packets (parsing only; sizes are already checked) and decode the first
-    frame: a truncated or corrupt clip is refused now, not halfway through a job."""
+    frame with a capped decoder: a truncated or corrupt clip, or one whose bitstream declares
+    larger frames than its container, is refused now, not halfway through a job. The first
+    frame also carries the display matrix, which gives the upright orientation."""
     try:
-        with av.open(str(path)) as container:
+        with open_clip(path) as container:
             stream = container.streams.video[0]
+            cap_decoder(stream, limits)
             declared = stream.frames
             packets = 0
-            first_frame = False
+            first_frame: av.VideoFrame | None = None
             for packet in container.demux(stream):
+                if first_frame is None:  # the end-of-stream packet flushes a delaying decoder
+                    first_frame = _first(stream, packet, limits)
                 if packet.size == 0:
                     continue
                 packets += 1
@@ -224,22 +280,35 @@ def _check_packets(path: Path, info: MediaInfo, limits: VideoLimits) -> None:
                         f"the clip has more than {limits.max_frames:,} frames "
                         "(ATELIER_VIDEO_MAX_FRAMES)"
                     )
-                if not first_frame:
-                    first_frame = bool(stream.codec_context.decode(packet))
     except av.FFmpegError as exc:
         raise VideoRejected(f"the clip is corrupt or truncated ({exc})") from exc
     if packets == 0:
         raise VideoRejected("the clip has no video frames")
     if declared and packets < declared:
         raise VideoRejected(f"the clip is truncated: {packets} of {declared} frames are present")
-    if not first_frame:  # a decoder with frame delay: decode up to the first frame only
-        try:
-            with av.open(str(path)) as container:
-                first_frame = next(iter(container.decode(video=0)), None) is not None
-        except av.FFmpegError as exc:
-            raise VideoRejected(f"the clip is corrupt ({exc})") from exc
-    if not first_frame:
+    if first_frame is None:
         raise VideoRejected("the clip's frames cannot be decoded")
+    orientation = ROTATION_ORIENTATION[round(-first_frame.rotation / 90) % 4 * 90]
+    return upright(info, orientation)
+
+
+def _first(stream: av.VideoStream, packet: av.Packet, limits: VideoLimits) -> av.VideoFrame | None:
+    """The first frame `packet` decodes to, if any; a frame the bitstream declares over the
+    limit is refused by the capped decoder and reported as too large, not as corrupt."""
+    try:
+        frames = stream.codec_context.decode(packet)
+    except av.FFmpegError:
+        context = stream.codec_context
+        check_frame_pixels(context.width, context.height, limits)
+        raise
+    return frames[0] if frames else None
+
+
+def upright(info: MediaInfo, orientation: int) -> MediaInfo:
+    """`info` for frames turned by `orientation`: sides swap for quarter turns."""
+    if orientation in TRANSPOSED_ORIENTATIONS:
+        return replace(info, width=info.height, height=info.width, orientation=orientation)
+    return replace(info, orientation=orientation)
 
 
 def _duration_s(container: av.container.InputContainer, stream: av.VideoStream) -> float:
@@ -257,6 +326,7 @@ def _probe_image(path: Path, kind: MediaKind, limits: VideoLimits) -> MediaInfo:
         with Image.open(path, formats=("GIF", "WEBP")) as image:
             width, height = image.size
             check_frame_pixels(width, height, limits)
+            orientation = _exif_orientation(image)
             loop = image.info.get("loop")
             frames = int(getattr(image, "n_frames", 1))
             if frames > limits.max_frames:
@@ -280,7 +350,7 @@ def _probe_image(path: Path, kind: MediaKind, limits: VideoLimits) -> MediaInfo:
         ) from exc
     total_ms = sum(durations)
     fps = 1000.0 * frames / total_ms if total_ms else 10.0
-    return MediaInfo(
+    info = MediaInfo(
         kind=kind,
         width=width,
         height=height,
@@ -291,6 +361,7 @@ def _probe_image(path: Path, kind: MediaKind, limits: VideoLimits) -> MediaInfo:
         codec=kind.value,
         loop=None if loop is None else int(loop),
     )
+    return upright(info, orientation)
 
 
 def frame_duration_ms(image: Image.Image) -> int:

@@ -239,8 +239,11 @@ def test_a_huge_animation_is_refused_before_decoding(
     from app.video import pipeline
 
     monkeypatch.setattr(pipeline, "ANIMATION_MAX_PIXELS", 6 * SIZE[0] * SIZE[1] - 1)
-    with pytest.raises(VideoTooLong, match="smaller max_size"):
+    with pytest.raises(VideoRejected, match="smaller max_size") as caught:
         pipeline.plan(clips["gif"], VideoOptions(limits))
+    # Neither its duration nor its frame count is over a limit: the code says what is.
+    assert not isinstance(caught.value, VideoTooLong)
+    assert (caught.value.status, caught.value.code) == (413, "animation_too_large")
     info, _ = pipeline.plan(clips["gif"], VideoOptions(limits, max_size=48))
     assert info.frames == 6
 
