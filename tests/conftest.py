@@ -51,6 +51,13 @@ def pattern(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def smooth(width: int, height: int) -> np.ndarray:
+    """Colour gradients without texture: what lossy codecs keep nearly intact."""
+    v, u = np.mgrid[0:height, 0:width] / np.array([height, width]).reshape(2, 1, 1)
+    image = np.stack([40 + 180 * u, 60 + 150 * v, 128 + 90 * np.sin(3.0 * u + 2.0 * v)], -1)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
 def encode(pixels: np.ndarray, fmt: str = "PNG", mode: str | None = None, **params) -> bytes:
     """Encode an array (optionally converted to `mode`) with Pillow."""
     image = Image.fromarray(pixels)

@@ -27,6 +27,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
+from starlette.websockets import WebSocketState
 
 from app.api.access import AccessControl, Client, require_client
 from app.api.live_tokens import InvalidToken, LiveGrant, LiveTokens
@@ -48,6 +49,13 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_LATER = 1013
 CLOSE_UNAUTHORIZED = 4401
+
+
+def ws_max_size(settings: Settings) -> int:
+    """The largest WebSocket message the server reads: one frame at the app's own limit. The
+    server (uvicorn's `ws_max_size`) then refuses a larger one with close 1009 from its header,
+    before buffering its bytes; its default would buffer up to 16 MiB."""
+    return settings.live_max_frame_bytes + FRAME_HEADER.size
 
 
 class LiveToken(BaseModel):
@@ -116,12 +124,18 @@ async def live_stream(websocket: WebSocket, token: str = "") -> None:
     service: Service = websocket.app.state.service
     settings = service.settings
     state = _live_state(websocket.app, settings)
+    # Refusals accept first and then close with a code: a browser never sees the HTTP status of
+    # a refused handshake (only a bare 1006), but it does read a close code and reason.
     try:
         grant = state.tokens.verify(token)
+    except InvalidToken as exc:
+        await _refuse(websocket, CLOSE_UNAUTHORIZED, str(exc))
+        return
+    try:
         access: AccessControl = websocket.app.state.access
         access.check_rate(Client(grant.client_id, grant.authenticated))
-    except (InvalidToken, ProblemError):
-        await websocket.close(code=CLOSE_UNAUTHORIZED)
+    except ProblemError as exc:
+        await _refuse(websocket, CLOSE_TRY_LATER, exc.detail)
         return
     await websocket.accept()
     if state.sessions >= state.limit or service.runner is None:
@@ -149,8 +163,22 @@ async def live_stream(websocket: WebSocket, token: str = "") -> None:
         pass
     finally:
         state.sessions -= 1
-        with contextlib.suppress(RuntimeError):
-            await websocket.close()
+        await _close_quietly(websocket)
+
+
+async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
+    await websocket.accept()
+    # A close reason is at most 123 bytes of UTF-8.
+    await websocket.close(code=code, reason=reason.encode()[:123].decode(errors="ignore"))
+
+
+async def _close_quietly(websocket: WebSocket) -> None:
+    """Close unless the client already left: closing a socket the client dropped raises
+    WebSocketDisconnect (or RuntimeError once a close was sent), which is no error of ours."""
+    if websocket.application_state is WebSocketState.DISCONNECTED:
+        return
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await websocket.close()
 
 
 async def _receive(session: _Session, settings: Settings) -> None:

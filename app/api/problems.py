@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.imaging.decode_budget import DecodeBudgetFull
+from app.observability.paths import without_paths
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -79,7 +80,7 @@ def problem_response(
         "title": _TITLES.get(status, "Error"),
         "status": status,
         "code": code,
-        "detail": detail,
+        "detail": without_paths(detail),
         **(extra or {}),
     }
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)

@@ -156,14 +156,16 @@ async def register_style(
     try:
         style = await with_schema(user_styles, user_styles.add, new)
     except DuplicateStyle as exc:
-        raise ProblemError(409, "style_exists", f"a style named {name!r} already exists") from exc
+        # Names are per key (app.styles.user_styles): this says nothing about other keys' styles.
+        raise ProblemError(409, "style_exists", f"you already have a style named {name!r}") from exc
     response.headers["Location"] = str(request.url_for("thumbnail", name=name))
     return _info(request, style, False)
 
 
 def check_new_style_name(catalog: StyleCatalog, name: str) -> None:
     """422 for a malformed name of a style about to be created (registered or trained), 409
-    for one a catalog style already has; user styles are checked when the row is written."""
+    for one a catalog style already has (those are public); the caller's own user styles are
+    checked when the row is written."""
     if not STYLE_NAME.match(name):
         raise ProblemError(
             422,
@@ -193,10 +195,10 @@ async def delete_style(
             "style_protected",
             f"{key!r} is a built-in or installed style; it cannot be deleted",
         )
-    style = await with_schema(user_styles, user_styles.get, key)
+    style = await with_schema(user_styles, user_styles.get, key, client.scope)
     if style is None or not may_access(client.scope, style.owner):
         raise ProblemError(404, "unknown_style", f"no user style named {name!r}")
-    await run_in_threadpool(user_styles.remove, key)
+    await run_in_threadpool(user_styles.remove, style)
     service.thumbnails.invalidate(key)
     return Response(status_code=204)
 
@@ -224,9 +226,11 @@ async def thumbnail(
     private = style.origin is StyleOrigin.user
     headers = PRIVATE if private else {"Cache-Control": "max-age=3600"}
     if private:
-        stored = await run_in_threadpool(user_styles.thumbnail, style.name)
-        if stored is not None:
-            return Response(stored, media_type="image/jpeg", headers=headers)
+        # Never the shared thumbnail cache: it is keyed by name, and names are per key.
+        stored = await run_in_threadpool(user_styles.thumbnail, style)
+        if stored is None:  # deleted meanwhile
+            raise ProblemError(404, "unknown_style", f"no style named {name!r}")
+        return Response(stored, media_type="image/jpeg", headers=headers)
     data = await run_inference(
         service,
         service.thumbnails.get,

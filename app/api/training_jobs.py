@@ -78,7 +78,7 @@ async def submit_training(
     client: Client = Depends(require_client),
 ) -> JobResource:
     settings = jobs.settings
-    await _check_name(request, user_styles, name)
+    await _check_name(request, user_styles, name, client)
     steps = iterations if iterations is not None else settings.training_default_iterations
     if steps > settings.training_max_iterations:
         raise invalid(
@@ -143,9 +143,12 @@ async def submit_training(
     return JobResource.of(await enqueue(jobs, new, response))
 
 
-async def _check_name(request: Request, user_styles: UserStyleStore, name: str) -> None:
-    """422 for a malformed name, 409 for a taken one (checked again when the style is saved)."""
+async def _check_name(
+    request: Request, user_styles: UserStyleStore, name: str, client: Client
+) -> None:
+    """422 for a malformed name, 409 for one the caller already uses: looked up where the new
+    style will be written (names are per key), and checked again when it is saved."""
     check_new_style_name(request.app.state.service.catalog, name)
     user_styles.create_schema()
-    if await run_in_threadpool(user_styles.get, name) is not None:
-        raise ProblemError(409, "style_exists", f"a style named {name!r} already exists")
+    if await run_in_threadpool(user_styles.get, name, client.id) is not None:
+        raise ProblemError(409, "style_exists", f"you already have a style named {name!r}")

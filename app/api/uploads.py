@@ -109,6 +109,15 @@ async def resolve_style(
         raise ProblemError(422, "invalid_style", str(exc)) from exc
     except UnknownStyle as exc:
         if "," in spec or ":" in spec:
+            # The caller's own style may be named: say why it cannot blend. Anyone else's
+            # stays unknown, as everywhere.
+            if await _user_style(user_styles, exc.name, owner) is not None:
+                raise ProblemError(
+                    422,
+                    "invalid_style",
+                    f"only built-in styles can be blended; {exc.name!r} is your own style "
+                    "(use it alone)",
+                ) from exc
             raise unknown_style(exc.name, exc.available) from exc
     return SingleStyle(await find_style(service, user_styles, spec, owner))
 
@@ -120,15 +129,21 @@ async def find_style(
     use, read from the shared database."""
     if name in service.catalog:
         return service.catalog.get(name)
+    style = await _user_style(user_styles, name, owner)
+    if style is None:
+        raise unknown_style(name, service.catalog.names())
+    return style
+
+
+async def _user_style(user_styles: UserStyleStore, name: str, owner: str | None) -> Style | None:
+    """The user style `name` that `owner` (a `Client.scope`) may use, or None."""
     try:
-        style = await with_schema(user_styles, user_styles.get, normalise_name(name))
+        style = await with_schema(user_styles, user_styles.get, normalise_name(name), owner)
     except DATABASE_OUTAGES as exc:
         # The same answer as every HTTP route's; also here for the /live WebSocket, where
         # HTTP exception handlers do not apply.
         raise database_unavailable() from exc
-    if style is None or not may_access(owner, style.owner):
-        raise unknown_style(name, service.catalog.names())
-    return style
+    return style if style is not None and may_access(owner, style.owner) else None
 
 
 def unknown_style(name: str, available: list[str]) -> ProblemError:

@@ -35,6 +35,8 @@ def serve(
     """Run the HTTP service."""
     import uvicorn
 
+    from app.api.live import ws_max_size
+
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     uvicorn.run(
@@ -45,6 +47,7 @@ def serve(
         log_config=None,
         # SIGTERM: stop accepting, let in-flight requests finish within the bound, then exit.
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        ws_max_size=ws_max_size(settings),
     )
 
 
@@ -76,7 +79,7 @@ def stylize(
     max_size: Annotated[int | None, typer.Option(help="Longest output side.")] = None,
     strength: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
     preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours.")] = False,
-    format: Annotated[str, typer.Option(help="jpeg, png or webp.")] = "jpeg",
+    format: Annotated[str, typer.Option(help="jpeg, png, webp or avif.")] = "jpeg",
     style_image: Annotated[
         list[Path] | None,
         typer.Option(help="A painting to use as the style (repeat to blend); overrides -s."),

@@ -14,7 +14,13 @@ from app.config import get_settings
 if TYPE_CHECKING:
     import numpy as np
 
-IMAGE_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp"}
+IMAGE_FORMATS = {
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".png": "png",
+    ".webp": "webp",
+    ".avif": "avif",
+}
 
 
 def gatys(
@@ -23,7 +29,7 @@ def gatys(
         list[Path], typer.Argument(help="One or more style images (paintings).", exists=True)
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Result file (.jpg, .png or .webp).")
+        Path, typer.Option("--output", "-o", help="Result file (.jpg, .png, .webp or .avif).")
     ] = Path("gatys.png"),
     iterations: Annotated[int, typer.Option(min=1, help="Objective evaluations.")] = 300,
     size: Annotated[int, typer.Option(min=16, help="Output long side in pixels.")] = 512,

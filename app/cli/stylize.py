@@ -23,7 +23,19 @@ from app.video.pipeline import VideoOptions, VideoProgress, plan, stylize_video
 from app.video.probe import is_animated
 from app.video.stylizer import FrameStylizer
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp"}
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".heic",
+    ".heif",
+    ".avif",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".bmp",
+}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".webm", ".mkv"}
 
 
@@ -56,7 +68,7 @@ def stylize_files(
     try:
         output_format = OutputFormat(fmt.lower())
     except ValueError:
-        typer.echo(f"error: format must be jpeg, png or webp, not {fmt!r}", err=True)
+        typer.echo(f"error: format must be jpeg, png, webp or avif, not {fmt!r}", err=True)
         return 2
     files = collect_inputs(inputs)
     if not files:

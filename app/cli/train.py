@@ -60,7 +60,7 @@ def train(
 
     from app.gatys.backbones import BackboneUnavailable, load_backbone
     from app.inference.device import configure_threads, select_device
-    from app.jobs.kinds.training import load_photos, photo_folder_files
+    from app.jobs.kinds.training import PHOTO_SUFFIXES, load_photos, photo_folder_files
     from app.jobs.stored_inputs import JobInputError
     from app.styles.thumbnails import reference_photo
     from app.training import Progress, TrainOptions
@@ -92,7 +92,7 @@ def train(
         _fail(str(exc))
     files = [f for path in photos for f in (photo_folder_files(path) if path.is_dir() else [path])]
     if not files:
-        _fail("no photos found (.jpg, .jpeg, .png, .webp) in " + ", ".join(map(str, photos)))
+        _fail(f"no photos found ({', '.join(PHOTO_SUFFIXES)}) in " + ", ".join(map(str, photos)))
     try:
         photo_pixels = load_photos([f.read_bytes() for f in files], settings, "photo")
         painting_pixels = load_photos([painting.read_bytes()], settings, "painting")[0]

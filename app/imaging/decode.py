@@ -1,8 +1,10 @@
-"""Turn untrusted upload bytes into an RGB uint8 array, safely.
+"""Turn untrusted upload bytes into an upright sRGB uint8 array, safely.
 
 Order matters for safety: the format is sniffed from an allow-list, the pixel count is checked
 from the header before any pixel is decoded, and JPEGs are decoded at a reduced scale (draft
 mode) when the caller will shrink them anyway, so a huge upload never costs a full decode.
+Then the embedded ICC profile, if any, converts the pixels to sRGB (`app.imaging.icc`) and the
+EXIF orientation turns them upright; no other metadata leaves this module.
 """
 
 from __future__ import annotations
@@ -13,9 +15,25 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif
 from PIL import Image, UnidentifiedImageError
 
-ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+from app.imaging.icc import to_srgb
+
+# HEIC/HEIF (the iPhone's default) through pillow-heif's libheif; AVIF is Pillow's own. Depth
+# maps, thumbnails and auxiliary images are never read.
+pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
+ALLOWED_FORMATS: tuple[str, ...] = (
+    "JPEG",
+    "PNG",
+    "WEBP",
+    "HEIF",
+    "AVIF",
+    "GIF",
+    "TIFF",
+    "BMP",
+)
 JPEG_DRAFT_SCALES = (1, 2, 4, 8)  # the reductions libjpeg decodes at directly
 # Box-reduce a large decode to no less than this many times the target before the final
 # Lanczos resize (Pillow's `reducing_gap`): the full-size copies never exist, output unchanged.
@@ -69,9 +87,10 @@ def decode_image(
     max_size: int | None = None,
     min_side: int = 1,
 ) -> DecodedImage:
-    """Decode `data` to an upright RGB uint8 array no larger than `max_size` on its long side.
+    """Decode `data` to an upright sRGB uint8 array no larger than `max_size` on its long side.
 
-    Animated images (GIF, WebP) use their first frame. Transparency is composited on white.
+    Animated images (GIF, WebP, AVIF) use their first frame. Transparency is composited on
+    white. An embedded ICC profile (CMYK included) is converted to sRGB.
     Raises `ImageRejected` (400) or `ImageTooLarge` (413) with a message naming the problem.
     """
     if not data:
@@ -93,7 +112,8 @@ def decode_image(
         # Read after load: PNG's getexif() decodes the whole image, and a failed first decode
         # would leave a half-loaded image that a second load() accepts.
         orientation = _exif_orientation(image)
-        image = _reduce(image, max_size)
+        icc = image.info.get("icc_profile")
+        image = to_srgb(_reduce(image, max_size), icc)
         if orientation in _ORIENTATION_TRANSPOSE:
             image = image.transpose(_ORIENTATION_TRANSPOSE[orientation])
         pixels = _to_rgb_array(image)

@@ -33,6 +33,7 @@ from app.jobs.models import BlobKind, Job, JobState
 from app.jobs.store import JobStore
 from app.jobs.stored_inputs import JobInputError
 from app.observability.logs import job_id_var
+from app.observability.paths import without_paths
 
 log = logging.getLogger("atelier.jobs.execute")
 
@@ -200,7 +201,8 @@ class _Context:
             self._lap("total_s", started)
             reason = self._describe(exc)
             log.warning("job %s failed: %s", job_id, reason, exc_info=not _expected(exc))
-            failed = self.store.fail(job_id, worker_id, reason, self.timings)
+            # The log keeps the details; what the client reads names no server path.
+            failed = self.store.fail(job_id, worker_id, without_paths(reason), self.timings)
             return JobState.failed if failed else None
 
     def _stopped(self) -> JobState | None:

@@ -5,6 +5,11 @@ A registered painting keeps only its 100-number vector and a thumbnail (not the 
 KB rendered by the arbitrary-style transformer. A trained style keeps its TransformerNet weights
 (fp16 safetensors, about 3 MB) and is served by the fast path. Storing both beside the jobs means
 every API host sees the same styles and they survive restarts.
+
+Names are unique per API key (a `namespace`), not across the service: with a global name, key B
+registering a name key A already used would learn from the conflict that A's private style
+exists, and could take names first. With API keys off there is one trusted user and one shared
+namespace.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 from sqlalchemy import DateTime, Engine, LargeBinary, String, Text, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.sql import ColumnElement
 
 from app.jobs.schema import upgrade_schema
 from app.styles.catalog import Engine as StyleEngine
@@ -30,9 +36,21 @@ class UserStylesBase(DeclarativeBase):
     pass
 
 
+# Owners that are API keys (app.api.access: `key:<digest>`); other owners (client addresses,
+# when keys are off) share the namespace ''.
+KEY_OWNER_PREFIX = "key:"
+SHARED_NAMESPACE = ""
+
+
+def namespace_of(owner: str | None) -> str:
+    """The namespace a style created by `owner` (a client id, or a `Client.scope`) lives in."""
+    return owner if owner and owner.startswith(KEY_OWNER_PREFIX) else SHARED_NAMESPACE
+
+
 class UserStyleRow(UserStylesBase):
     __tablename__ = "user_styles"
 
+    namespace: Mapped[str] = mapped_column(String(100), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
@@ -45,7 +63,7 @@ class UserStyleRow(UserStylesBase):
 
 
 class DuplicateStyle(ValueError):
-    """A user style with that name already exists."""
+    """The owner already has a style with that name."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +128,7 @@ class UserStyleStore:
         """Styles `owner` may use; `owner=None` (no API keys configured) sees them all."""
         query = select(UserStyleRow).order_by(UserStyleRow.created_at)
         if owner is not None:
-            query = query.where(UserStyleRow.owner == owner)
+            query = query.where(UserStyleRow.namespace == namespace_of(owner))
         with Session(self.engine) as session:
             return [to_style(row) for row in session.scalars(query)]
 
@@ -119,6 +137,7 @@ class UserStyleStore:
         if new.vector is not None:
             vector = new.vector.detach().cpu().to(torch.float32).numpy().tobytes()
         row = UserStyleRow(
+            namespace=namespace_of(new.owner),
             name=new.name,
             title=new.title,
             description=new.description,
@@ -137,17 +156,34 @@ class UserStyleStore:
                 raise DuplicateStyle(new.name) from exc
             return to_style(row)
 
-    def get(self, name: str) -> Style | None:
+    def get(self, name: str, scope: str | None = None) -> Style | None:
+        """`scope`'s style called `name` (a `Client.scope`: a key's own namespace). With keys
+        off (`scope` None) everything is visible: the shared namespace first, then the oldest
+        style of that name made while keys were on."""
+        query = select(UserStyleRow).where(UserStyleRow.name == name)
+        if scope is not None:
+            query = query.where(UserStyleRow.namespace == namespace_of(scope))
+        else:
+            shared_first = (UserStyleRow.namespace != SHARED_NAMESPACE).asc()
+            query = query.order_by(shared_first, UserStyleRow.created_at)
         with Session(self.engine) as session:
-            row = session.get(UserStyleRow, name)
+            row = session.scalars(query.limit(1)).first()
             return None if row is None else to_style(row)
 
-    def thumbnail(self, name: str) -> bytes | None:
+    def thumbnail(self, style: Style) -> bytes | None:
         with Session(self.engine) as session:
-            return session.scalar(select(UserStyleRow.thumbnail).where(UserStyleRow.name == name))
+            return session.scalar(
+                select(UserStyleRow.thumbnail).where(*_identifies(style.name, style.owner))
+            )
 
-    def remove(self, name: str) -> bool:
+    def remove(self, style: Style) -> bool:
         with Session(self.engine) as session:
-            result = session.execute(delete(UserStyleRow).where(UserStyleRow.name == name))
+            result = session.execute(
+                delete(UserStyleRow).where(*_identifies(style.name, style.owner))
+            )
             session.commit()
             return bool(result.rowcount)
+
+
+def _identifies(name: str, owner: str | None) -> tuple[ColumnElement[bool], ...]:
+    return UserStyleRow.namespace == namespace_of(owner), UserStyleRow.name == name

@@ -17,7 +17,7 @@ import {
 } from "./ui.js";
 
 const RERUN_DELAY_MS = 300;
-const EXTENSIONS = { jpeg: "jpg", png: "png", webp: "webp" };
+const EXTENSIONS = { jpeg: "jpg", png: "png", webp: "webp", avif: "avif" };
 
 export function initInstant(capabilities) {
   new InstantStudio(capabilities).start();

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import encode, pattern, png_chunk, png_header_only
+from conftest import encode, pattern, png_chunk, png_header_only, smooth
 from PIL import Image, ImageFile, JpegImagePlugin
 
 from app.imaging.decode import ImageRejected, ImageTooLarge, decode_image, target_size
@@ -355,3 +355,53 @@ def test_draft_mode_does_not_change_the_output_size() -> None:
     from_jpeg = decode(encode(pixels, "JPEG", quality=90), max_size=256)
     assert from_png.shape == (113, 256, 3)  # 283 * 256/640 = 113.2
     assert from_jpeg.shape == from_png.shape
+
+
+# --------------------------------------------------------------------------------------------
+# Phone formats: HEIC/HEIF and AVIF
+# --------------------------------------------------------------------------------------------
+
+
+def halves(width: int, height: int) -> np.ndarray:
+    """Left half red, right half blue: where each half lands shows the orientation."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[:, : width // 2] = (230, 20, 20)
+    pixels[:, width // 2 :] = (20, 20, 230)
+    return pixels
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heic_and_avif_decode_close_to_their_source(fmt: str) -> None:
+    source = smooth(64, 48)
+    result = decode_image(encode(source, fmt, quality=95), max_pixels=LIMIT)
+    assert result.format == fmt
+    assert result.pixels.shape == (48, 64, 3)
+    assert np.abs(result.pixels.astype(int) - source).mean() < 2
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heic_and_avif_are_turned_upright(fmt: str) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: the left (red) half ends on top
+    pixels = decode(encode(halves(40, 20), fmt, quality=95, exif=exif.tobytes()))
+    assert pixels.shape == (40, 20, 3)
+    assert pixels[5, 10, 0] > 200 and pixels[5, 10, 2] < 60
+    assert pixels[35, 10, 2] > 200 and pixels[35, 10, 0] < 60
+
+
+def test_heic_pixel_limit_is_checked_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pillow_heif.as_plugin import HeifImageFile
+
+    data = encode(pattern(64, 48), "HEIF")
+
+    def no_decoding(self: HeifImageFile) -> None:
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(HeifImageFile, "load", no_decoding)
+    with pytest.raises(ImageTooLarge, match="64x48"):
+        decode_image(data, max_pixels=64 * 48 - 1)
+
+
+def test_heic_is_shrunk_to_max_size() -> None:
+    pixels = decode(encode(pattern(96, 64), "HEIF"), max_size=48)
+    assert pixels.shape == (32, 48, 3)

@@ -7,13 +7,15 @@ from datetime import UTC, datetime
 
 import numpy as np
 import sqlalchemy as sa
+import torch
+from alembic import command
 from sqlalchemy import create_engine
 
 from app.jobs.models import BlobKind, JobState
-from app.jobs.schema import current_revision, head_revision, upgrade_schema
+from app.jobs.schema import _config, current_revision, head_revision, upgrade_schema
 from app.jobs.store import JobStore
 from app.styles.catalog import Engine
-from app.styles.user_styles import UserStyleStore
+from app.styles.user_styles import NewUserStyle, UserStyleStore
 
 # The 0.1 tables exactly as its models declared them (frozen here: the models have moved on).
 LEGACY = sa.MetaData()
@@ -151,4 +153,52 @@ def test_a_new_database_is_created_at_head_and_upgrading_again_changes_nothing(
     assert {"kind", "metrics", "checkpoint_iteration"} <= columns
     upgrade_schema(engine)
     assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def _styles_at_0002(url: str) -> sa.Engine:
+    """A database at revision 0002 whose user styles use one global name space."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        config = _config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+    rows = [("key:aaaa", "shared-name"), ("ip:10.0.0.7", "from-keys-off"), (None, "from-cli")]
+    with engine.begin() as connection:
+        for owner, name in rows:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO user_styles (name, title, description, owner, engine, vector, "
+                    "thumbnail, created_at) VALUES (:name, 'T', '', :owner, 'arbitrary', :vector, "
+                    ":thumb, :created)"
+                ),
+                {"name": name, "owner": owner, "vector": VECTOR.tobytes(), "thumb": b"jpeg",
+                 "created": datetime(2026, 11, 2, tzinfo=UTC)},
+            )  # fmt: skip
+    return engine
+
+
+def test_user_styles_move_into_their_keys_namespace(store_url: str) -> None:
+    engine = _styles_at_0002(store_url)
+    upgrade_schema(engine)
+    with engine.connect() as connection:
+        rows = set(connection.execute(sa.text("SELECT namespace, name, owner FROM user_styles")))
+    assert rows == {
+        ("key:aaaa", "shared-name", "key:aaaa"),
+        ("", "from-keys-off", "ip:10.0.0.7"),
+        ("", "from-cli", None),
+    }
+    styles = UserStyleStore(engine)
+    assert styles.get("shared-name", "key:bbbb") is None  # another key sees nothing
+    owned = styles.get("shared-name", "key:aaaa")
+    assert owned is not None and owned.owner == "key:aaaa"
+    # ...and may now create its own style of that name.
+    added = styles.add(
+        NewUserStyle(
+            name="shared-name", title="B's", description="", owner="key:bbbb",
+            thumbnail=b"jpeg-b", vector=torch.from_numpy(VECTOR),
+        )
+    )  # fmt: skip
+    assert styles.thumbnail(added) == b"jpeg-b" and styles.thumbnail(owned) == b"jpeg"
+    assert styles.remove(added) and styles.get("shared-name", "key:aaaa") is not None
     engine.dispose()

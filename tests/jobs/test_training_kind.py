@@ -197,4 +197,12 @@ def test_a_corrupt_stored_painting_fails_the_job_naming_it(
 def test_training_kind_reads_its_options_back(helpers) -> None:
     options = TrainingJobOptions.from_json(training_job(helpers).options)
     assert options.name == "my-style" and options.train.crop_size == 64
-    assert training_kind.PHOTO_SUFFIXES == (".jpg", ".jpeg", ".png", ".webp")
+    assert set(training_kind.PHOTO_SUFFIXES) == {
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".webp",
+        ".heic",
+        ".heif",
+        ".avif",
+    }

@@ -35,7 +35,7 @@ from app.weights.checkpoints import transformer_net_pth, transformer_net_safeten
 
 log = logging.getLogger("atelier.jobs.training")
 
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif")
 PTH_MEDIA_TYPE = "application/octet-stream"
 
 
@@ -159,6 +159,6 @@ class TrainingKind(JobKind):
             )
         except DuplicateStyle as exc:
             raise JobInputError(
-                f"a style named {options.name!r} was created while this job ran; "
+                f"you created a style named {options.name!r} while this job ran; "
                 "submit again with another name"
             ) from exc
