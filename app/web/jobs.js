@@ -2,6 +2,9 @@
 // and a fresh preview, until the job ends; DELETE /jobs/{id} cancels it.
 
 import { getJson, request } from "./api.js";
+import { formatDuration, formatEta, formatNumber } from "./format.js";
+import { HistoryFeed } from "./history.js";
+import { LossChart } from "./loss-chart.js";
 import {
   byId,
   clearError,
@@ -23,7 +26,6 @@ const STATE_LABELS = {
   failed: "Failed",
   cancelled: "Cancelled",
 };
-const NUMBER = new Intl.NumberFormat("en-US", { maximumSignificantDigits: 3 });
 
 export function initJobs(capabilities) {
   const panel = new JobPanel();
@@ -41,6 +43,8 @@ class JobPanel {
   #announcedState = null;
   #previewIteration = 0;
   #pollTimer = 0;
+  #chart = null;
+  #history = null;
   #urls = new ObjectUrls();
   #el = {
     form: byId("job-form"),
@@ -66,6 +70,7 @@ class JobPanel {
     image: byId("job-image"),
     caption: byId("job-caption"),
     download: byId("job-download"),
+    chart: byId("job-chart"),
   };
 
   start() {
@@ -83,6 +88,7 @@ class JobPanel {
       this.#submit();
     });
     cancel.addEventListener("click", () => this.#cancel());
+    this.#chart = new LossChart(this.#el.chart);
     this.#resume();
   }
 
@@ -167,6 +173,7 @@ class JobPanel {
     this.#job = job;
     this.#announcedState = null;
     this.#previewIteration = 0;
+    this.#history = new HistoryFeed(job.id);
     localStorage.setItem(STORAGE_KEY, job.id);
     const { empty, view, image, caption, download } = this.#el;
     empty.hidden = true;
@@ -175,6 +182,7 @@ class JobPanel {
     caption.textContent = "The latest preview appears here.";
     download.hidden = true;
     this.#render(job);
+    this.#chart.reset(job.progress.total);
     this.#schedulePoll();
   }
 
@@ -188,6 +196,7 @@ class JobPanel {
       const job = await getJson(`/jobs/${id}`);
       clearError(this.#el.error);
       this.#render(job);
+      this.#chart.append(await this.#history.next());
       if (TERMINAL.has(job.state)) {
         await this.#finish(job);
         return;
@@ -312,31 +321,4 @@ function iterationText(job) {
     return iteration > 0 ? `Iteration ${iteration} of ${total}` : "Preparing the networks…";
   }
   return `${iteration} of ${total} iterations`;
-}
-
-function formatNumber(value) {
-  if (value === null || value === undefined) {
-    return "–";
-  }
-  const magnitude = Math.abs(value);
-  if (magnitude !== 0 && (magnitude < 1e-3 || magnitude >= 1e7)) {
-    return value.toExponential(2);
-  }
-  return NUMBER.format(value);
-}
-
-function formatEta(seconds) {
-  if (seconds === null || seconds === undefined) {
-    return "–";
-  }
-  return seconds < 1 ? "under 1 s" : formatDuration(seconds);
-}
-
-function formatDuration(seconds) {
-  const rounded = Math.round(seconds);
-  if (rounded < 60) {
-    return `${Math.max(rounded, 1)} s`;
-  }
-  const minutes = Math.floor(rounded / 60);
-  return `${minutes} min ${rounded % 60} s`;
 }
