@@ -1,12 +1,11 @@
-// The "Train a style" panel: a painting, a name and a preset -> POST /jobs/training; then, about
-// once a second, GET /jobs/{id} (progress, time left), the loss curve's new points and a fresh
-// preview on the server's test photo, until the job ends. DELETE /jobs/{id} cancels. The new
-// style joins the style grid (and the Live and Video pickers) the moment it is saved.
+// The "Train a style" panel: a painting, a name and a preset -> POST /jobs/training; then follow
+// the job (app/web/job-watch.js): progress and time left, the loss curve, and a fresh preview of
+// the network on the server's test photo, until it ends. The new style joins the style grid
+// (and the Live and Video pickers) the moment it is saved; its weights download from here.
 
 import { getJson, request } from "./api.js";
 import { formatDuration, formatEta } from "./format.js";
-import { HistoryFeed } from "./history.js";
-import { LossChart } from "./loss-chart.js";
+import { JobWatch, latestPreview } from "./job-watch.js";
 import {
   byId,
   clearError,
@@ -20,16 +19,20 @@ import {
   STYLES_CHANGED,
 } from "./ui.js";
 
-const POLL_MS = 1000;
 const PREVIEWS_PER_JOB = 25;
-const STORAGE_KEY = "atelier.training";
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
-const STATE_LABELS = {
+const LABELS = {
   queued: "Queued",
   running: "Training",
   succeeded: "Done",
   failed: "Failed",
   cancelled: "Cancelled",
+};
+const ANNOUNCEMENTS = {
+  queued: "Waiting for a worker.",
+  running: "Training.",
+  succeeded: "Training finished.",
+  failed: "Training failed.",
+  cancelled: "Training cancelled.",
 };
 
 export function initTraining(capabilities) {
@@ -43,12 +46,8 @@ export function initTraining(capabilities) {
 
 class TrainPanel {
   #painting = null;
-  #job = null;
-  #pollTimer = 0;
   #previewIteration = 0;
-  #announcedState = null;
-  #chart = null;
-  #history = null;
+  #watch = null;
   #urls = new ObjectUrls();
   #el = {
     form: byId("train-form"),
@@ -60,14 +59,8 @@ class TrainPanel {
     error: byId("train-error"),
     empty: byId("train-empty"),
     view: byId("train-view"),
-    state: byId("train-state"),
-    cancel: byId("train-cancel"),
-    progress: byId("train-progress"),
-    percent: byId("train-percent"),
-    step: byId("train-step"),
     preview: byId("train-preview"),
     caption: byId("train-caption"),
-    chart: byId("train-chart"),
     done: byId("train-done"),
     doneText: byId("train-done-text"),
     downloadPth: byId("train-download-pth"),
@@ -75,8 +68,7 @@ class TrainPanel {
   };
 
   async start() {
-    const { paintingInput, name, form, cancel, downloadPth, downloadOnnx } = this.#el;
-    this.#chart = new LossChart(this.#el.chart);
+    const { paintingInput, name, form, downloadPth, downloadOnnx } = this.#el;
     setupDropzone(paintingInput, ([file]) => {
       this.#painting = file;
       showDroppedFiles(paintingInput, [file], this.#urls.replace("painting", file));
@@ -88,11 +80,22 @@ class TrainPanel {
       event.preventDefault();
       this.#submit();
     });
-    cancel.addEventListener("click", () => this.#cancel());
     downloadPth.addEventListener("click", () => this.#download("pth", downloadPth));
     downloadOnnx.addEventListener("click", () => this.#download("onnx", downloadOnnx));
+    this.#watch = new JobWatch({
+      prefix: "train",
+      detail: byId("train-step"),
+      hooks: {
+        labels: LABELS,
+        announcements: ANNOUNCEMENTS,
+        describe: stepText,
+        start: () => this.#reset(),
+        tick: (job) => this.#refreshPreview(job),
+        end: (job) => this.#finish(job),
+      },
+    });
     await this.#loadPresets();
-    await this.#resume();
+    await this.#watch.resume();
   }
 
   disable(text) {
@@ -123,6 +126,8 @@ class TrainPanel {
       input.value = preset.name;
       input.checked = index === 0;
       input.dataset.iterations = String(preset.iterations);
+      input.dataset.batchSize = String(preset.batch_size);
+      input.dataset.cropSize = String(preset.crop_size);
       choice.querySelector(".preset-title").textContent = preset.title;
       choice.querySelector(".preset-detail").textContent =
         `${preset.iterations} steps · about ${formatDuration(preset.estimate_s)} here`;
@@ -143,12 +148,17 @@ class TrainPanel {
     }
   }
 
-  #chosenIterations() {
+  // The chosen preset's training options, as the estimate assumed them.
+  #chosenPreset() {
     const checked = this.#el.presets.querySelector("input:checked");
-    return checked ? Number(checked.dataset.iterations) : null;
+    if (!checked) {
+      return null;
+    }
+    const { iterations, batchSize, cropSize } = checked.dataset;
+    return { iterations: Number(iterations), batchSize, cropSize };
   }
 
-  // ---- submit, cancel, resume --------------------------------------------------------------
+  // ---- a run ---------------------------------------------------------------------------------
 
   async #submit() {
     const { error, submit, name, form } = this.#el;
@@ -160,128 +170,62 @@ class TrainPanel {
     if (!form.reportValidity()) {
       return;
     }
-    const iterations = this.#chosenIterations();
+    const preset = this.#chosenPreset();
     const body = new FormData();
     body.append("painting", this.#painting);
     body.append("name", name.value.trim());
-    if (iterations) {
-      body.append("iterations", String(iterations));
-      const every = Math.max(1, Math.round(iterations / PREVIEWS_PER_JOB));
+    if (preset) {
+      const every = Math.max(1, Math.round(preset.iterations / PREVIEWS_PER_JOB));
+      body.append("iterations", String(preset.iterations));
+      body.append("batch_size", preset.batchSize);
+      body.append("crop_size", preset.cropSize);
       body.append("preview_interval", String(every));
     }
     submit.disabled = true;
     try {
-      this.#watch(await getJson("/jobs/training", { method: "POST", body }));
+      this.#watch.follow(await getJson("/jobs/training", { method: "POST", body }));
     } catch (failure) {
       showError(error, failure);
       submit.disabled = false;
     }
   }
 
-  async #cancel() {
-    clearError(this.#el.error);
-    this.#el.cancel.disabled = true;
-    try {
-      this.#render(await getJson(`/jobs/${this.#job.id}`, { method: "DELETE" }));
-    } catch (failure) {
-      showError(this.#el.error, failure);
-      this.#el.cancel.disabled = false;
-    }
-  }
-
-  async #resume() {
-    const id = localStorage.getItem(STORAGE_KEY);
-    if (!id) {
-      return;
-    }
-    try {
-      const job = await getJson(`/jobs/${encodeURIComponent(id)}`);
-      if (TERMINAL.has(job.state)) {
-        localStorage.removeItem(STORAGE_KEY);
-      } else {
-        this.#el.submit.disabled = true;
-        this.#watch(job);
-      }
-    } catch {
-      localStorage.removeItem(STORAGE_KEY);
-    }
-  }
-
-  // ---- polling -----------------------------------------------------------------------------
-
-  #watch(job) {
-    clearTimeout(this.#pollTimer);
-    this.#job = job;
-    this.#announcedState = null;
-    this.#previewIteration = 0;
-    this.#history = new HistoryFeed(job.id);
-    localStorage.setItem(STORAGE_KEY, job.id);
+  #reset() {
     const { empty, view, preview, caption, done } = this.#el;
+    this.#previewIteration = 0;
     empty.hidden = true;
     view.hidden = false;
     preview.hidden = true;
     done.hidden = true;
     caption.textContent = "The network’s latest attempt at a test photo appears here.";
-    this.#render(job);
-    this.#chart.reset(job.progress.total);
-    this.#schedulePoll();
   }
 
-  #schedulePoll() {
-    this.#pollTimer = setTimeout(() => this.#poll(), POLL_MS);
-  }
-
-  async #poll() {
-    try {
-      const job = await getJson(`/jobs/${this.#job.id}`);
-      clearError(this.#el.error);
-      this.#render(job);
-      this.#chart.append(await this.#history.next());
-      await this.#refreshPreview(job);
-      if (TERMINAL.has(job.state)) {
-        this.#finish(job);
-        return;
-      }
-    } catch (failure) {
-      showError(this.#el.error, failure);
-      if (failure.status === 404) {
-        this.#stop();
-        return;
-      }
-    }
-    this.#schedulePoll();
-  }
-
+  // Also once the job has ended: a finished run's last preview is the trained network's.
   async #refreshPreview(job) {
     const { iteration, total } = job.progress;
-    const ended = TERMINAL.has(job.state);
-    if ((job.state !== "running" && !ended) || iteration <= this.#previewIteration) {
+    if (job.state === "queued" || iteration <= this.#previewIteration) {
       return;
     }
-    try {
-      const response = await request(`/jobs/${job.id}/preview`, { cache: "no-store" }, 0);
+    const blob = await latestPreview(job.id);
+    if (blob) {
       const { preview, caption } = this.#el;
-      preview.src = this.#urls.replace("preview", await response.blob());
+      preview.src = this.#urls.replace("preview", blob);
       await preview.decode();
       preview.alt = "The network being trained, on a test photo";
       preview.hidden = false;
       this.#previewIteration = iteration;
       caption.textContent = `Test photo after step ${iteration} of ${total}`;
-    } catch (failure) {
-      if (![404, 409].includes(failure.status)) {
-        throw failure;
-      }
     }
   }
 
   #finish(job) {
-    this.#stop();
     if (job.state === "succeeded") {
       const name = job.options.name;
       const title = job.options.title || name;
+      const seconds = job.timings?.total_s;
+      const took = seconds ? `, trained in ${formatDuration(seconds)}` : "";
       this.#el.doneText.textContent =
-        `“${title}” is ready: it is selected in the style grid above` +
-        (job.timings?.total_s ? `, trained in ${formatDuration(job.timings.total_s)}.` : ".");
+        `“${title}” is ready: it is selected in the style grid above${took}.`;
       this.#el.done.hidden = false;
       window.dispatchEvent(new CustomEvent(STYLES_CHANGED, { detail: { name } }));
     } else if (job.state === "failed") {
@@ -290,7 +234,7 @@ class TrainPanel {
   }
 
   async #download(format, button) {
-    const name = this.#job?.options?.name;
+    const name = this.#watch.job?.options?.name;
     if (!name) {
       return;
     }
@@ -308,46 +252,6 @@ class TrainPanel {
     } finally {
       button.disabled = false;
     }
-  }
-
-  #stop() {
-    clearTimeout(this.#pollTimer);
-    localStorage.removeItem(STORAGE_KEY);
-    this.#el.submit.disabled = false;
-    this.#el.cancel.disabled = true;
-  }
-
-  // ---- rendering ---------------------------------------------------------------------------
-
-  #render(job) {
-    this.#job = job;
-    const { state, cancel, progress, percent, step } = this.#el;
-    const done = TERMINAL.has(job.state);
-    const cancelling = job.cancel_requested && !done;
-    state.dataset.state = job.state;
-    state.textContent = cancelling ? "Cancelling" : (STATE_LABELS[job.state] ?? job.state);
-    cancel.disabled = done || cancelling;
-    const value = Math.min(100, Math.max(0, Math.round(job.progress.percent)));
-    progress.value = value;
-    progress.textContent = `${value}%`;
-    percent.textContent = `${value}%`;
-    step.textContent = stepText(job);
-    this.#announce(job.state);
-  }
-
-  #announce(state) {
-    if (state === this.#announcedState) {
-      return;
-    }
-    this.#announcedState = state;
-    const texts = {
-      queued: "Waiting for a worker.",
-      running: "Training.",
-      succeeded: "Training finished.",
-      failed: "Training failed.",
-      cancelled: "Training cancelled.",
-    };
-    showMessage(this.#el.message, texts[state] ?? "", state === "succeeded" ? "ok" : "");
   }
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,11 @@ import pytest
 import torch
 from conftest import encode, make_settings, pattern
 
+from app.api import training_jobs
+from app.nets.transformer_net import TransformerNet
+from app.training import engine
+from app.training.presets import TrainingPreset, presets
+from app.weights.checkpoints import load_transformer_net
 from tests.api.test_training_jobs import PublishedTransformerNet
 from web.conftest import CHROMIUM, LiveServer, OpenStudio, page_opener, serve
 
@@ -24,14 +30,18 @@ if not CHROMIUM.is_file():
 
 from playwright.sync_api import Browser, Page, expect
 
+# Training on a CPU shared with other work: more than the suite's default 300 s per test.
+pytestmark = pytest.mark.timeout(1800)
+
 REPO = Path(__file__).resolve().parents[2]
 PHOTO = REPO / "swagger-samples" / "chelsea.jpg"
 DESKTOP = (1280, 900)
 QUICK = 6
 LONG = 4000  # the thorough preset here: a run only Cancel ends in time
-TRAIN_TIMEOUT_MS = 240_000
+TRAIN_TIMEOUT_MS = 900_000  # a shared 2-core CPU can be many times slower than a quiet one
 DOCS_SCREENSHOT = REPO / "docs" / "studio-training.png"
 DOCS_SCREENSHOT_ENV = "ATELIER_DOCS_SCREENSHOT"
+DOCS_ITERATIONS = 60
 
 
 def painting_png() -> bytes:
@@ -58,8 +68,18 @@ def training_server(
         training_quick_iterations=QUICK,
         training_thorough_iterations=LONG,
     )
-    with serve(settings) as server:
-        yield server
+
+    # A tiny run: the presets (and so what the panel submits) use 64 px crops, one at a time.
+    def tiny(quick: int, thorough: int) -> list[TrainingPreset]:
+        return [
+            TrainingPreset(p.name, p.title, replace(p.options, crop_size=64, batch_size=1))
+            for p in presets(quick, thorough)
+        ]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training_jobs, "presets", tiny)
+        with serve(settings) as server:
+            yield server
 
 
 @pytest.fixture
@@ -84,13 +104,14 @@ def start_training(page: Page, name: str, preset: str) -> None:
 def test_presets_say_how_long_each_takes_here(
     open_page: OpenStudio, training_server: LiveServer
 ) -> None:
-    presets = httpx.get(f"{training_server.url}/jobs/training/presets").json()["presets"]
+    listed = httpx.get(f"{training_server.url}/jobs/training/presets").json()["presets"]
     page = open_page(*DESKTOP)
     quick = page.locator(".preset", has_text="Quick")
-    # The declared 4 images/s at 192 px: 6 steps x 2 images / 4 = 3 s, 4000 steps = 33 min 20 s.
-    assert [p["estimate_s"] for p in presets] == [3.0, 2000.0]
-    expect(quick).to_contain_text(f"{QUICK} steps · about 3 s here")
-    expect(page.locator(".preset", has_text="Thorough")).to_contain_text("about 33 min 20 s here")
+    # The declared 4 images/s at 192 px is 36 images/s at 64 px: 6 steps of one image take
+    # 1/6 s (shown as 1 s), 4000 steps 111.1 s.
+    assert [p["estimate_s"] for p in listed] == [0.2, 111.1]
+    expect(quick).to_contain_text(f"{QUICK} steps · about 1 s here")
+    expect(page.locator(".preset", has_text="Thorough")).to_contain_text("about 1 min 51 s here")
     expect(quick.locator("input")).to_be_checked()
 
 
@@ -160,5 +181,46 @@ def test_cancel_stops_a_run(open_page: OpenStudio) -> None:
     not os.environ.get(DOCS_SCREENSHOT_ENV),
     reason=f"set {DOCS_SCREENSHOT_ENV}=1 to refresh {DOCS_SCREENSHOT.relative_to(REPO)}",
 )
-def test_refresh_docs_screenshot() -> None:
-    """Placeholder replaced below."""
+@pytest.mark.timeout(3600)
+def test_refresh_docs_screenshot(
+    browser: Browser,
+    tmp_path_factory: pytest.TempPathFactory,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not a check: renders docs/studio-training.png, the panel halfway through a run on the
+    shared training photos. So that the preview shows a painting after minutes of a CPU rather
+    than hours, the run starts from the in-box mosaic network instead of random weights."""
+    shared = REPO.parent / "shared" / "images"
+    if not (shared / "training").is_dir():
+        pytest.skip("../shared/images is needed for the docs screenshot")
+
+    def warm_start() -> TransformerNet:
+        return load_transformer_net(REPO / "models" / "mosaic-atelier.safetensors").requires_grad_()
+
+    monkeypatch.setattr(engine, "TransformerNet", warm_start)
+    settings = make_settings(
+        tmp_path_factory.mktemp("docs-training"),
+        cache_dir,
+        training_photos_dir=shared / "training",
+        training_quick_iterations=DOCS_ITERATIONS,
+    )
+    with serve(settings) as server:
+        open_page, close = page_opener(browser, server)
+        page = open_page(1280, 1000)
+        page.set_input_files("#train-painting-input", shared / "paintings" / "the_scream.jpg")
+        page.fill("#train-name", "the-scream")
+        page.get_by_role("button", name="Start training").click()
+        page.wait_for_function(
+            f"""() => Number(document.getElementById("train-chart").dataset.points) >= {
+                DOCS_ITERATIONS // 2
+            } && !document.getElementById("train-preview").hidden""",
+            timeout=3_000_000,
+            polling=1000,
+        )
+        page.locator("#train").screenshot(path=str(DOCS_SCREENSHOT))
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.locator("#train-state")).to_have_attribute(
+            "data-state", "cancelled", timeout=120_000
+        )
+        close()
