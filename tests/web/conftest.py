@@ -52,7 +52,7 @@ class LiveServer:
 
 
 @contextmanager
-def serve(settings: Settings) -> Iterator[LiveServer]:
+def serve(settings: Settings, ready_timeout_s: float = READY_TIMEOUT_S) -> Iterator[LiveServer]:
     """The whole service on 127.0.0.1 (free port), in a background thread, models loaded."""
     app = create_app(settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -65,7 +65,7 @@ def serve(settings: Settings) -> Iterator[LiveServer]:
     thread.start()
     try:
         _wait_for_start(server, thread)
-        assert app.state.service.ready.wait(READY_TIMEOUT_S), "models did not load in time"
+        assert app.state.service.ready.wait(ready_timeout_s), "models did not load in time"
         yield LiveServer(f"http://127.0.0.1:{port}", app)
     finally:
         server.should_exit = True

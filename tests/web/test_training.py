@@ -42,6 +42,7 @@ TRAIN_TIMEOUT_MS = 900_000  # a shared 2-core CPU can be many times slower than 
 DOCS_SCREENSHOT = REPO / "docs" / "studio-training.png"
 DOCS_SCREENSHOT_ENV = "ATELIER_DOCS_SCREENSHOT"
 DOCS_ITERATIONS = 60
+SLOW_CPU_READY_S = 600  # model loading, on a CPU these tests share with training runs
 
 
 def painting_png() -> bytes:
@@ -78,7 +79,7 @@ def training_server(
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training_jobs, "presets", tiny)
-        with serve(settings) as server:
+        with serve(settings, SLOW_CPU_READY_S) as server:
             yield server
 
 
@@ -205,7 +206,7 @@ def test_refresh_docs_screenshot(
         training_photos_dir=shared / "training",
         training_quick_iterations=DOCS_ITERATIONS,
     )
-    with serve(settings) as server:
+    with serve(settings, SLOW_CPU_READY_S) as server:
         open_page, close = page_opener(browser, server)
         page = open_page(1280, 1000)
         page.set_input_files("#train-painting-input", shared / "paintings" / "the_scream.jpg")
