@@ -41,7 +41,7 @@ LONG = 4000  # the thorough preset here: a run only Cancel ends in time
 TRAIN_TIMEOUT_MS = 900_000  # a shared 2-core CPU can be many times slower than a quiet one
 DOCS_SCREENSHOT = REPO / "docs" / "studio-training.png"
 DOCS_SCREENSHOT_ENV = "ATELIER_DOCS_SCREENSHOT"
-DOCS_ITERATIONS = 60
+DOCS_ITERATIONS = 40
 SLOW_CPU_READY_S = 600  # model loading, on a CPU these tests share with training runs
 
 
