@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.config import Settings
+from app.core.config import Settings
 from app.jobs.execute import execute_job
 from app.jobs.history import MAX_POINTS, HistoryPoint, HistorySampler, bucket_size
 from app.jobs.models import JobState

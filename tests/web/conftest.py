@@ -22,7 +22,7 @@ import uvicorn
 from conftest import READY_TIMEOUT_S, make_settings
 from fastapi import FastAPI
 
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 
 if TYPE_CHECKING:

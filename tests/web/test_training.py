@@ -16,12 +16,12 @@ import pytest
 import torch
 from conftest import encode, make_settings, pattern
 
-from app.api import training_jobs
+from app.api.routes import training_jobs
 from app.nets.transformer_net import TransformerNet
 from app.training import engine
 from app.training.presets import TrainingPreset, presets
 from app.weights.checkpoints import load_transformer_net
-from tests.api.test_training_jobs import PublishedTransformerNet
+from tests.api.routes.test_training_jobs import PublishedTransformerNet
 from web.conftest import CHROMIUM, LiveServer, OpenStudio, page_opener, serve
 
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
