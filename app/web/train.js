@@ -4,7 +4,7 @@
 // (and the Live and Video pickers) the moment it is saved; its weights download from here.
 
 import { getJson, request } from "./api.js";
-import { formatDuration, formatEta } from "./format.js";
+import { formatDuration, formatEta, formatNumber } from "./format.js";
 import { JobWatch, latestPreview } from "./job-watch.js";
 import {
   byId,
@@ -271,7 +271,7 @@ function stepText(job) {
     parts.push(`${formatEta(eta)} left`);
   }
   if (metrics?.images_per_s) {
-    parts.push(`${metrics.images_per_s.toFixed(1)} images/s`);
+    parts.push(`${formatNumber(metrics.images_per_s)} images/s`);
   }
   return parts.join(" · ");
 }
