@@ -172,6 +172,18 @@ class Settings(BaseSettings):
     training_photo_side: int = Field(
         640, ge=64, description="Training photos are shrunk to this long side when decoded."
     )
+    training_quick_iterations: int = Field(
+        500, ge=1, description="Steps of the studio's quick training preset."
+    )
+    training_thorough_iterations: int = Field(
+        2000, ge=1, description="Steps of the studio's thorough training preset."
+    )
+    training_images_per_s: float = Field(
+        4.0,
+        gt=0,
+        description="Declared training throughput (images/s at 192 px crops) for the presets' "
+        "time estimates until this server has finished a training job of its own.",
+    )
 
     # Video and animated-image jobs; the live webcam stream.
     video_max_bytes: int = Field(
