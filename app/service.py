@@ -18,6 +18,7 @@ from app.inference.cpu_precision import choose_cpu_precision
 from app.inference.device import configure_threads, select_device
 from app.inference.executor import InferenceExecutor
 from app.inference.runner import CudaOptions, StyleRunner
+from app.inference.tiling import TileOptions
 from app.styles.builtin import DEFAULT_BUILTIN
 from app.styles.catalog import (
     Engine,
@@ -90,6 +91,11 @@ class Service:
             shrink_arena=settings.cpu_shrink_arena,
             emulate_int8=settings.arbitrary_emulate_int8,
             cuda=cuda_options(settings),
+            tiles=TileOptions(
+                tile_size=settings.tile_size,
+                stats=settings.tile_stats,
+                stats_pixels=settings.tile_stats_pixels,
+            ),
         )
         try:
             manifest = load_manifest(settings.models_dir)
