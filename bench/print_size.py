@@ -38,6 +38,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO.parent / "shared" / "images" / "photos" / "tubingen.jpg"
 STYLE = "mosaic"
+CACHE = REPO / "data" / "cache"  # converted weights and exports, kept between runs
 VARIANTS = ("untiled", "tiled exact", "tiled downscaled")
 
 
@@ -59,28 +60,37 @@ def make_upload(megapixels: float, folder: Path) -> Path:
     return path
 
 
-def child(variant: str, upload: Path, output: Path, tile_size: int, threads: int) -> None:
-    """One request in this process; prints a JSON line of its measurements."""
-    from app.config import Settings
-    from app.imaging.encode import OutputFormat
-    from app.inference.predict import PredictOptions, predict_bytes
-    from app.service import Service
+def child(
+    variant: str, upload: Path, output: Path, tile_size: int, threads: int, device: str
+) -> None:
+    """One request in this process; prints a JSON line of its measurements (on CUDA the
+    working memory is the peak of allocated VRAM instead of resident memory)."""
+    import torch
 
-    stats = "downscaled" if variant == "tiled downscaled" else "exact"
-    size = tile_size if variant != "untiled" else 50_000
-    settings = Settings(
-        warmup=False,
-        tile_size=size,
-        tile_stats=stats,
-        torch_threads=threads,
-        models_dir=REPO / "models",
-        data_dir=Path(os.environ["PRINT_SIZE_DATA"]),
+    from app.imaging.encode import OutputFormat
+    from app.inference.cpu_precision import choose_cpu_precision
+    from app.inference.predict import PredictOptions, predict_bytes
+    from app.inference.runner import StyleRunner
+    from app.inference.tiling import TileOptions
+    from app.styles.catalog import SingleStyle, manifest_styles
+    from app.weights.manifest import load_manifest
+
+    torch.set_num_threads(threads)
+    tiles = TileOptions(
+        tile_size=tile_size if variant != "untiled" else 50_000,
+        stats="downscaled" if variant == "tiled downscaled" else "exact",
     )
-    service = Service(settings)
-    service.load(warmup=False)
-    runner = service.runner
-    assert runner is not None
-    choice = service.catalog.resolve(STYLE)
+    runner = StyleRunner(
+        torch.device(device),
+        CACHE,
+        cpu_precision=choose_cpu_precision("auto"),
+        threads=threads,
+        tiles=tiles,
+    )
+    models = REPO / "models"
+    style = next(s for s in manifest_styles(load_manifest(models), models) if s.name == STYLE)
+    runner.load_transformer(style)
+    choice = SingleStyle(style)
     data = upload.read_bytes()
     options = PredictOptions(choice=choice, max_size=50_000, output=OutputFormat.png)
     # warm up at the shape the measured run uses (tiles, or a small whole image)
@@ -88,10 +98,14 @@ def child(variant: str, upload: Path, output: Path, tile_size: int, threads: int
     runner.stylize(np.zeros((side, side, 3), np.uint8) + 128, choice)
     Path("/proc/self/clear_refs").write_text("5")
     before = status_bytes("VmRSS")
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
     started = time.perf_counter()
-    result = predict_bytes(runner, data, options, max_pixels=settings.max_pixels, min_side=1)
+    result = predict_bytes(runner, data, options, max_pixels=50_000_000, min_side=1)
     seconds = time.perf_counter() - started
-    peak = status_bytes("VmHWM")
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else status_bytes("VmHWM")
     output.write_bytes(result.data)
     print(
         json.dumps(
@@ -100,17 +114,18 @@ def child(variant: str, upload: Path, output: Path, tile_size: int, threads: int
                 "working_mib": (peak - before) / 2**20,
                 "base_mib": before / 2**20,
                 "size": [result.width, result.height],
+                "backend": runner.engine_backend,
             }
         )
     )
 
 
 def run_child(
-    variant: str, upload: Path, output: Path, tile_size: int, threads: int, data: Path
+    variant: str, upload: Path, output: Path, tile_size: int, threads: int, device: str
 ) -> dict[str, float]:
-    env = {**os.environ, "PRINT_SIZE_DATA": str(data), "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, __file__, "--child", variant, str(upload), str(output)]
-    command += ["--tile-size", str(tile_size), "--threads", str(threads)]
+    command += ["--tile-size", str(tile_size), "--threads", str(threads), "--device", device]
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{variant} {upload.name} failed:\n{done.stderr[-3000:]}")
@@ -159,31 +174,42 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--figure", type=float, default=24.0, help="MP of the crop figure")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the VRAM curve")
+    parser.add_argument(
+        "--exact-max", type=float, default=50.0, help="largest MP run with exact statistics"
+    )
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "UPLOAD", "OUTPUT"))
     args = parser.parse_args()
     if args.child:
         variant, upload, output = args.child
-        child(variant, Path(upload), Path(output), args.tile_size, args.threads)
+        child(variant, Path(upload), Path(output), args.tile_size, args.threads, args.device)
         return
     print(machine_header("bench/print_size.py"))
-    print(f"- style {STYLE} (TransformerNet), tile size {args.tile_size}, {args.threads} thread(s)")
+    print(
+        f"- style {STYLE} (TransformerNet) on {args.device}, tile size {args.tile_size}, "
+        f"{args.threads} thread(s); working memory = peak "
+        + ("allocated VRAM" if args.device == "cuda" else "RSS")
+        + " during the request minus before it"
+    )
     print("")
     print("| MP | variant | seconds | x untiled | working MiB | mean diff | p99 diff |")
     print("|---|---|---|---|---|---|---|")
     sizes = [float(s) for s in args.sizes.split(",")]
+    curve: dict[str, list[tuple[float, float, float]]] = {v: [] for v in VARIANTS}
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        data = work / "data"
-        (data / "cache").mkdir(parents=True)
+        CACHE.mkdir(parents=True, exist_ok=True)
         for order, megapixels in enumerate(sizes):
             upload = make_upload(megapixels, work)
-            variants = [v for v in VARIANTS if v != "untiled" or megapixels <= args.untiled_max]
+            skip = {"untiled": megapixels > args.untiled_max}
+            skip["tiled exact"] = megapixels > args.exact_max
+            variants = [v for v in VARIANTS if not skip.get(v, False)]
             variants = variants[order % len(variants) :] + variants[: order % len(variants)]
             results: dict[str, dict[str, float]] = {}
             for variant in variants:
                 output = work / f"{megapixels:g}-{variant.replace(' ', '-')}.png"
                 results[variant] = run_child(
-                    variant, upload, output, args.tile_size, args.threads, data
+                    variant, upload, output, args.tile_size, args.threads, args.device
                 )
             for variant in VARIANTS:
                 if variant not in results:
@@ -205,11 +231,37 @@ def main() -> None:
                                 REPO / "docs" / "print-size-crops.jpg",
                             )
                 w, h = result["size"]
+                curve[variant].append((w * h / 1e6, result["seconds"], result["working_mib"]))
                 print(
                     f"| {w * h / 1e6:.1f} ({w}x{h}) | {variant} | {result['seconds']:.1f} | "
                     f"{ratio} | {result['working_mib']:.0f} | {diff} | {p99} |",
                     flush=True,
                 )
+
+    plot(curve, REPO / "docs" / f"print-size-{args.device}.png", args.device)
+
+
+def plot(curve: dict[str, list[tuple[float, float, float]]], target: Path, device: str) -> None:
+    """Seconds and working memory against megapixels, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 4))
+    for variant, points in curve.items():
+        if points:
+            mp, seconds, mib = zip(*points, strict=True)
+            left.plot(mp, seconds, marker="o", label=variant)
+            right.plot(mp, mib, marker="o", label=variant)
+    left.set(xlabel="megapixels", ylabel="seconds", title="time per request")
+    memory = "peak VRAM" if device == "cuda" else "peak RSS"
+    right.set(xlabel="megapixels", ylabel="MiB", title=f"working memory ({memory} - before)")
+    for axes in (left, right):
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(target, dpi=90)
 
 
 if __name__ == "__main__":

@@ -214,11 +214,12 @@ class StyleRunner:
     def _stylize_tiled(self, frames: np.ndarray, choice: StyleChoice) -> np.ndarray:
         """Frames above the tile threshold, one at a time in bounded memory (`tiling`)."""
         _, condition = self._network_for(choice, 1)
-        key, pixels = self._pixels_for(choice)
+        name, pixels = self._pixels_for(choice)
+        key = f"{name}:{self.tiles.stats}"
         with self._lock:
             networks = self._stats_networks.get(key)
         if networks is None:
-            networks = self._build_stats_networks(pixels)
+            networks = self._build_stats_networks(pixels, exact=self.tiles.stats == "exact")
             with self._lock:
                 networks = self._stats_networks.setdefault(key, networks)
         outputs = [stylize_tiled(frame, networks, condition, self.tiles) for frame in frames]
@@ -236,8 +237,9 @@ class StyleRunner:
         with self._lock:
             return key, self._transformer_pixels[key]
 
-    def _build_stats_networks(self, pixels: _NetworkPixels) -> StatsNetworks:
-        """Record, per-layer collect and inject forms of one network, on this runner's backend.
+    def _build_stats_networks(self, pixels: _NetworkPixels, *, exact: bool) -> StatsNetworks:
+        """Record, per-layer collect (`exact` only) and inject forms of one network, on this
+        runner's backend.
 
         Tiles run one graph after another, so their graphs hand activation memory back after
         every run (`tile_graph`) instead of each keeping its own tile-sized peak.
@@ -249,7 +251,7 @@ class StyleRunner:
         image_axes: DynamicAxes = {names[0]: {2: "h", 3: "w"}}
         mask_axes: DynamicAxes = {**image_axes, "rows": {0: "h"}, "cols": {0: "w"}}
         collect = []
-        for layer in range(len(layout.channels)):
+        for layer in range(len(layout.channels) if exact else 0):
             before = sum(layout.channels[:layer])
             injected = (stats[0][:before], stats[1][:before]) if layer else ()
             collect.append(

@@ -58,8 +58,11 @@ class TileOptions:
     def __post_init__(self) -> None:
         if self.tile_size % SIDE_MULTIPLE:
             raise ValueError(f"tile_size must be a multiple of {SIDE_MULTIPLE}")
-        if self.tile_size - 2 * self.context - self.blend < 4 * SIDE_MULTIPLE:
-            raise ValueError("tile_size leaves no room beside its context and blend")
+        # Neighbouring blend ramps must not overlap inside a tile: the stride between tiles
+        # (at least half the largest one, after spreading and rounding) exceeds the blend.
+        smallest = 2 * self.context + 3 * self.blend + 3 * SIDE_MULTIPLE
+        if self.tile_size < smallest:
+            raise ValueError(f"tile_size must be at least {smallest} for this context and blend")
 
     def needs_tiles(self, height: int, width: int) -> bool:
         return height * width > self.tile_size * self.tile_size
@@ -87,17 +90,20 @@ class AxisTiles:
 
 
 def axis_tiles(size: int, tile: int, context: int, blend: int) -> AxisTiles:
-    """Equal tiles covering [0, size), starting on multiples of 4, each neighbour pair
-    overlapping by at least 2 * context + blend so the blend lies in trusted pixels."""
+    """The fewest equal tiles of at most `tile` covering [0, size), starting on multiples of 4,
+    each neighbour pair overlapping by at least 2 * context + blend so the blend lies in
+    trusted pixels; the length is shrunk to what that count needs, so overlaps stay minimal."""
     if size <= tile:
         return AxisTiles((0,), size, (0, size))
-    stride = tile - 2 * context - blend - SIDE_MULTIPLE
-    count = 1 + math.ceil((size - tile) / stride)
-    span = size - tile
+    overlap = 2 * context + blend + SIDE_MULTIPLE
+    count = 1 + math.ceil((size - tile) / (tile - overlap))
+    needed = -(-(size + (count - 1) * overlap) // count)  # ceil: equal share plus overlaps
+    length = min(tile, -(-needed // SIDE_MULTIPLE) * SIDE_MULTIPLE)
+    span = size - length
     starts = [(i * span // (count - 1)) // SIDE_MULTIPLE * SIDE_MULTIPLE for i in range(count)]
     starts[-1] = span
-    inner = [(starts[i] + starts[i - 1] + tile) // 2 for i in range(1, count)]
-    return AxisTiles(tuple(starts), tile, (0, *inner, size))
+    inner = [(starts[i] + starts[i - 1] + length) // 2 for i in range(1, count)]
+    return AxisTiles(tuple(starts), length, (0, *inner, size))
 
 
 def axis_weights(axis: AxisTiles, index: int, blend: int) -> np.ndarray:
@@ -161,6 +167,8 @@ def exact_stats(
     formula), so no float32 sum ever spans the whole image.
     """
     layout = networks.layout
+    if len(networks.collect) != len(layout.channels):
+        raise ValueError("exact statistics need one collect network per norm layer")
     means: list[np.ndarray] = []
     variances: list[np.ndarray] = []
     for layer, collect in enumerate(networks.collect):

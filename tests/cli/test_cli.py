@@ -172,7 +172,7 @@ def test_max_size_0_is_full_size_in_tiles(
     from app.styles.catalog import StyleCatalog, builtin_styles
 
     monkeypatch.setenv("ATELIER_TILE_SIZE", "256")
-    pixels = pattern(300, 298, seed=3)
+    pixels = pattern(272, 260, seed=3)
     source = env / "photo.png"
     source.write_bytes(encode(pixels, "PNG"))
     target = env / "print.png"
@@ -192,7 +192,7 @@ def test_max_size_0_is_full_size_in_tiles(
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "300x298" in result.output
+    assert "272x260" in result.output
     catalog = StyleCatalog(builtin_styles())
     whole = StyleRunner(torch.device("cpu"), cache_dir).stylize(
         pixels, catalog.resolve("crimson-fire")

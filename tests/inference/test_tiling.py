@@ -38,13 +38,13 @@ TILES = TileOptions(tile_size=256)
 SEAM_BAND = 16  # pixels either side of a tile border checked on their own
 
 
-@pytest.mark.parametrize("size", [16, 256, 300, 612, 1000, 2052])
+@pytest.mark.parametrize("size", [16, 256, 260, 300, 352, 612, 1000, 2052])
 def test_axis_tiles_cover_align_and_blend_to_one(size: int) -> None:
     context, blend = TILES.context, TILES.blend
     axis = axis_tiles(size, TILES.tile_size, context, blend)
     assert axis.starts[0] == 0 and axis.starts[-1] + axis.length == size
     assert all(start % 4 == 0 for start in axis.starts)
-    assert axis.length == min(size, TILES.tile_size)
+    assert axis.length <= min(size, TILES.tile_size) and axis.length % 4 == 0
     for before, after in zip(axis.starts, axis.starts[1:], strict=False):
         assert before + axis.length - after >= 2 * context + blend
     total = np.zeros(size)
@@ -116,14 +116,14 @@ def test_tiled_matches_untiled(runners: dict[str, StyleRunner], backend: str, ne
     if backend not in runners:
         pytest.skip("this CPU has no fast bf16: OpenVINO bf16 is not used")
     runner = runners[backend]
-    pixels = pattern(300, 298, seed=4)  # padded to 300x300: four tiles, odd height
-    assert TILES.needs_tiles(300, 300)
+    pixels = pattern(264, 262, seed=4)  # padded to 264x264: four tiles, odd height
+    assert TILES.needs_tiles(264, 264)
     choice = _choice(runner, network)
     reference = _untiled(runner, pixels, choice).astype(np.int16)
     tiled = runner.stylize(pixels, choice).astype(np.int16)
-    assert tiled.shape == reference.shape == (298, 300, 3)
+    assert tiled.shape == reference.shape == (262, 264, 3)
     difference = np.abs(tiled - reference)
-    band = _seam_bands(300, 300)[:298]
+    band = _seam_bands(264, 264)[:262]
     assert difference.mean() <= GOAL_LEVELS
     assert difference[band].mean() <= GOAL_LEVELS
     # and the output is a stylization, not the photo or a flat image
@@ -150,15 +150,15 @@ def test_tiles_blend_without_seams_whatever_the_statistics(
     the geometry (context, alignment, blend) adds nothing, whichever statistics are used."""
     runner = runners["torch"]
     choice = _choice(runner, "multistyle")
-    runner._stylize_tiled(pattern(300, 300)[None], choice)  # builds the tile networks
-    networks = runner._stats_networks["multistyle"]
+    runner._stylize_tiled(pattern(264, 264)[None], choice)  # builds the tile networks
+    networks = runner._stats_networks["multistyle:exact"]
     _, condition = runner._network_for(choice, 1)
-    pixels = pattern(300, 300, seed=2)
+    pixels = pattern(264, 264, seed=2)
     mean, var = downscaled_stats(pixels, networks, condition, 5000)
     whole = networks.inject(
         network_input(pixels), *condition, mean.astype(np.float32), var.astype(np.float32)
     )[0]
-    rows = axis_tiles(300, TILES.tile_size, TILES.context, TILES.blend)
+    rows = axis_tiles(264, TILES.tile_size, TILES.context, TILES.blend)
     tiled = render_tiles(pixels, networks, condition, mean, var, rows, rows, TILES.blend)
     difference = np.abs(tiled.astype(np.int16) - whole)
     assert difference.mean() < 0.05 and difference.max() <= 2
