@@ -27,18 +27,18 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from machine import machine_header
-from PIL import Image
+from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO.parent / "shared" / "images" / "photos" / "tubingen.jpg"
 STYLE = "mosaic"
 CACHE = REPO / "data" / "cache"  # converted weights and exports, kept between runs
+RESULTS = REPO / "bench" / "results" / "print-size"  # uploads and outputs (git-ignored)
 VARIANTS = ("untiled", "tiled exact", "tiled downscaled")
 
 
@@ -157,10 +157,34 @@ def crop_figure(
     gap = np.full((crop, 8, 3), 255, np.uint8)
     strip = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
     overview = Image.fromarray(amplified.max(axis=2)).convert("RGB")
-    overview.thumbnail((crop * 3, crop), Image.Resampling.BOX)
-    canvas = Image.new("RGB", (strip.shape[1], crop + 8 + overview.height), "white")
-    canvas.paste(Image.fromarray(strip), (0, 0))
-    canvas.paste(overview, (0, crop + 8))
+    scale = min(crop * 3 / width, crop / height)
+    overview = overview.resize((round(width * scale), round(height * scale)), Image.Resampling.BOX)
+    draw = ImageDraw.Draw(overview)
+    for bound in rows.bounds[1:-1]:
+        draw.line([(0, bound * scale), (overview.width, bound * scale)], fill=(200, 40, 40))
+    for bound in cols.bounds[1:-1]:
+        draw.line([(bound * scale, 0), (bound * scale, overview.height)], fill=(200, 40, 40))
+    label = 28
+    canvas = Image.new("RGB", (strip.shape[1], label + crop + label + overview.height), "white")
+    canvas.paste(Image.fromarray(strip), (0, label))
+    canvas.paste(overview, (0, 2 * label + crop))
+    draw = ImageDraw.Draw(canvas)
+    # the tile corner sits at the centre of each crop: ticks on the crop edges point at it
+    for panel in range(3):
+        x0 = panel * (crop + 8)
+        draw.line([(x0 + crop // 2, label - 8), (x0 + crop // 2, label - 1)], fill="red")
+        draw.line(
+            [(x0 - 8 if panel else 0, label + crop // 2), (x0, label + crop // 2)], fill="red"
+        )
+    titles = ("untiled (reference), 100%", "tiled, exact statistics, 100%", "|difference| x 8")
+    for panel, title in enumerate(titles):
+        draw.text((panel * (crop + 8) + 4, 6), title, fill="black")
+    draw.text(
+        (4, label + crop + 6),
+        f"|difference| x 8 over the whole {width}x{height} image; red: tile borders "
+        f"(mean {difference.mean():.3f}, max {difference.max()} levels)",
+        fill="black",
+    )
     buffer = io.BytesIO()
     canvas.save(buffer, "JPEG", quality=90)
     target.write_bytes(buffer.getvalue())
@@ -179,7 +203,17 @@ def main() -> None:
         "--exact-max", type=float, default=50.0, help="largest MP run with exact statistics"
     )
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "UPLOAD", "OUTPUT"))
+    parser.add_argument("--redraw", type=float, help="only redraw the crop figure of this MP")
     args = parser.parse_args()
+    if args.redraw:
+        stem = RESULTS / f"{args.redraw:g}"
+        figure = REPO / "docs" / "print-size-crops.jpg"
+        print(
+            crop_figure(
+                Path(f"{stem}-untiled.png"), Path(f"{stem}-tiled-exact.png"), args.tile_size, figure
+            )
+        )
+        return
     if args.child:
         variant, upload, output = args.child
         child(variant, Path(upload), Path(output), args.tile_size, args.threads, args.device)
@@ -196,47 +230,47 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     sizes = [float(s) for s in args.sizes.split(",")]
     curve: dict[str, list[tuple[float, float, float]]] = {v: [] for v in VARIANTS}
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        for order, megapixels in enumerate(sizes):
-            upload = make_upload(megapixels, work)
-            skip = {"untiled": megapixels > args.untiled_max}
-            skip["tiled exact"] = megapixels > args.exact_max
-            variants = [v for v in VARIANTS if not skip.get(v, False)]
-            variants = variants[order % len(variants) :] + variants[: order % len(variants)]
-            results: dict[str, dict[str, float]] = {}
-            for variant in variants:
-                output = work / f"{megapixels:g}-{variant.replace(' ', '-')}.png"
-                results[variant] = run_child(
-                    variant, upload, output, args.tile_size, args.threads, args.device
-                )
-            for variant in VARIANTS:
-                if variant not in results:
-                    continue
-                result = results[variant]
-                output = work / f"{megapixels:g}-{variant.replace(' ', '-')}.png"
-                ratio = diff = p99 = "-"
-                if "untiled" in results:
-                    ratio = f"{result['seconds'] / results['untiled']['seconds']:.2f}"
-                    if variant != "untiled":
-                        reference = work / f"{megapixels:g}-untiled.png"
-                        delta = np.abs(decode(reference).astype(np.int16) - decode(output))
-                        diff, p99 = f"{delta.mean():.3f}", f"{np.percentile(delta, 99):.0f}"
-                        if variant == "tiled exact" and megapixels == args.figure:
-                            crop_figure(
-                                reference,
-                                output,
-                                args.tile_size,
-                                REPO / "docs" / "print-size-crops.jpg",
-                            )
-                w, h = result["size"]
-                curve[variant].append((w * h / 1e6, result["seconds"], result["working_mib"]))
-                print(
-                    f"| {w * h / 1e6:.1f} ({w}x{h}) | {variant} | {result['seconds']:.1f} | "
-                    f"{ratio} | {result['working_mib']:.0f} | {diff} | {p99} |",
-                    flush=True,
-                )
+    work = RESULTS  # kept: `--redraw` rebuilds the figure from them
+    work.mkdir(parents=True, exist_ok=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for order, megapixels in enumerate(sizes):
+        upload = make_upload(megapixels, work)
+        skip = {"untiled": megapixels > args.untiled_max}
+        skip["tiled exact"] = megapixels > args.exact_max
+        variants = [v for v in VARIANTS if not skip.get(v, False)]
+        variants = variants[order % len(variants) :] + variants[: order % len(variants)]
+        results: dict[str, dict[str, float]] = {}
+        for variant in variants:
+            output = work / f"{megapixels:g}-{variant.replace(' ', '-')}.png"
+            results[variant] = run_child(
+                variant, upload, output, args.tile_size, args.threads, args.device
+            )
+        for variant in VARIANTS:
+            if variant not in results:
+                continue
+            result = results[variant]
+            output = work / f"{megapixels:g}-{variant.replace(' ', '-')}.png"
+            ratio = diff = p99 = "-"
+            if "untiled" in results:
+                ratio = f"{result['seconds'] / results['untiled']['seconds']:.2f}"
+                if variant != "untiled":
+                    reference = work / f"{megapixels:g}-untiled.png"
+                    delta = np.abs(decode(reference).astype(np.int16) - decode(output))
+                    diff, p99 = f"{delta.mean():.3f}", f"{np.percentile(delta, 99):.0f}"
+                    if variant == "tiled exact" and megapixels == args.figure:
+                        crop_figure(
+                            reference,
+                            output,
+                            args.tile_size,
+                            REPO / "docs" / "print-size-crops.jpg",
+                        )
+            w, h = result["size"]
+            curve[variant].append((w * h / 1e6, result["seconds"], result["working_mib"]))
+            print(
+                f"| {w * h / 1e6:.1f} ({w}x{h}) | {variant} | {result['seconds']:.1f} | "
+                f"{ratio} | {result['working_mib']:.0f} | {diff} | {p99} |",
+                flush=True,
+            )
 
     plot(curve, REPO / "docs" / f"print-size-{args.device}.png", args.device)
 
