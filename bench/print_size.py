@@ -229,7 +229,6 @@ def main() -> None:
     print("| MP | variant | seconds | x untiled | working MiB | mean diff | p99 diff |")
     print("|---|---|---|---|---|---|---|")
     sizes = [float(s) for s in args.sizes.split(",")]
-    curve: dict[str, list[tuple[float, float, float]]] = {v: [] for v in VARIANTS}
     work = RESULTS  # kept: `--redraw` rebuilds the figure from them
     work.mkdir(parents=True, exist_ok=True)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -265,19 +264,29 @@ def main() -> None:
                             REPO / "docs" / "print-size-crops.jpg",
                         )
             w, h = result["size"]
-            curve[variant].append((w * h / 1e6, result["seconds"], result["working_mib"]))
+            with (work / f"rows-{args.device}.jsonl").open("a") as rows:
+                rows.write(json.dumps({"variant": variant, "mp": w * h / 1e6, **result}) + "\n")
             print(
                 f"| {w * h / 1e6:.1f} ({w}x{h}) | {variant} | {result['seconds']:.1f} | "
                 f"{ratio} | {result['working_mib']:.0f} | {diff} | {p99} |",
                 flush=True,
             )
 
-    plot(curve, REPO / "docs" / f"print-size-{args.device}.png", args.device)
+    plot(work / f"rows-{args.device}.jsonl", REPO / "docs" / f"print-size-{args.device}.png")
 
 
-def plot(curve: dict[str, list[tuple[float, float, float]]], target: Path, device: str) -> None:
-    """Seconds and working memory against megapixels, one line per variant."""
+def plot(rows_file: Path, target: Path) -> None:
+    """Seconds and working memory against megapixels, one line per variant, from every run's
+    rows (the latest measurement of each size and variant)."""
     import matplotlib
+
+    latest: dict[tuple[str, float], dict] = {}
+    for line in rows_file.read_text().splitlines():
+        row = json.loads(line)
+        latest[(row["variant"], round(row["mp"], 1))] = row
+    curve: dict[str, list[tuple[float, float, float]]] = {v: [] for v in VARIANTS}
+    for (variant, mp), row in sorted(latest.items(), key=lambda item: item[0][1]):
+        curve[variant].append((mp, row["seconds"], row["working_mib"]))
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
@@ -289,7 +298,7 @@ def plot(curve: dict[str, list[tuple[float, float, float]]], target: Path, devic
             left.plot(mp, seconds, marker="o", label=variant)
             right.plot(mp, mib, marker="o", label=variant)
     left.set(xlabel="megapixels", ylabel="seconds", title="time per request")
-    memory = "peak VRAM" if device == "cuda" else "peak RSS"
+    memory = "peak VRAM" if "cuda" in target.name else "peak RSS"
     right.set(xlabel="megapixels", ylabel="MiB", title=f"working memory ({memory} - before)")
     for axes in (left, right):
         axes.grid(alpha=0.3)
