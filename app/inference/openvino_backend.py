@@ -56,7 +56,11 @@ class OpenVinoModule:
         if request is None:
             request = self._compiled.create_infer_request()
             self._local.request = request
-        feeds = dict(zip(self._input_names, inputs, strict=True))
+        feeds = {
+            name: value
+            for name, value in zip(self._input_names, inputs, strict=True)
+            if name in self._graph_inputs
+        }
         # share_outputs=False copies the result out of the request's buffer, which the next
         # call on this thread overwrites.
         output = request.infer(feeds, share_inputs=True, share_outputs=False)[0]

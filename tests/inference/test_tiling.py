@@ -9,6 +9,7 @@ the tile borders as everywhere).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -61,21 +62,30 @@ def test_axis_tiles_cover_align_and_blend_to_one(size: int) -> None:
     np.testing.assert_array_equal(owners, 1.0)
 
 
-def _runners(cache_dir: Path) -> dict[str, StyleRunner]:
-    runners = {
-        "onnxruntime-fp32": StyleRunner(CPU, cache_dir, tiles=TILES),
-        "torch": StyleRunner(CPU, cache_dir, cpu_backend="torch", tiles=TILES),
-    }
-    if has_fast_bf16():
-        runners["openvino-bf16"] = StyleRunner(CPU, cache_dir, cpu_precision="bf16", tiles=TILES)
-    for runner in runners.values():
-        runner.load_transformer(transformer_style(MOSAIC))
-    return runners
+BACKENDS = {
+    "onnxruntime-fp32": {},
+    "torch": {"cpu_backend": "torch"},
+    "openvino-bf16": {"cpu_precision": "bf16"},
+}
 
 
 @pytest.fixture(scope="module")
-def runners(cache_dir: Path) -> dict[str, StyleRunner]:
-    return _runners(cache_dir)
+def runners(cache_dir: Path) -> Iterator[dict[str, StyleRunner]]:
+    """Runners by backend, each built when a test first asks for it (a fixture building all
+    three at once would charge their exports to the first test's time limit)."""
+    yield _LazyRunners(cache_dir)
+
+
+class _LazyRunners(dict[str, StyleRunner]):
+    def __init__(self, cache_dir: Path) -> None:
+        super().__init__()
+        self.cache_dir = cache_dir
+
+    def __missing__(self, backend: str) -> StyleRunner:
+        runner = StyleRunner(CPU, self.cache_dir, tiles=TILES, **BACKENDS[backend])
+        runner.load_transformer(transformer_style(MOSAIC))
+        self[backend] = runner
+        return runner
 
 
 def _choice(runner: StyleRunner, network: str) -> StyleChoice:
@@ -110,22 +120,35 @@ def _seam_bands(height: int, width: int) -> np.ndarray:
     return band
 
 
+# Exact statistics run the tiles once per norm layer (13-18 passes): on a loaded 2-core machine
+# eager torch needs more than the default time limit.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("network", ["transformer", "multistyle", "arbitrary"])
 @pytest.mark.parametrize("backend", ["onnxruntime-fp32", "torch", "openvino-bf16"])
 def test_tiled_matches_untiled(runners: dict[str, StyleRunner], backend: str, network: str) -> None:
-    if backend not in runners:
+    """Tiled against untiled on the same backend. bf16 is the exception: untiled bf16 is itself
+    about one level from fp32 (its own rounding, which tiles realise differently), so there
+    the reference is untiled fp32 and tiles may differ from it by that much, no more."""
+    if backend == "openvino-bf16" and not has_fast_bf16():
         pytest.skip("this CPU has no fast bf16: OpenVINO bf16 is not used")
     runner = runners[backend]
     pixels = pattern(264, 262, seed=4)  # padded to 264x264: four tiles, odd height
     assert TILES.needs_tiles(264, 264)
     choice = _choice(runner, network)
-    reference = _untiled(runner, pixels, choice).astype(np.int16)
+    bound = GOAL_LEVELS
+    if backend == "openvino-bf16":
+        fp32 = runners["onnxruntime-fp32"]
+        reference = _untiled(fp32, pixels, _choice(fp32, network)).astype(np.int16)
+        own = np.abs(_untiled(runner, pixels, choice).astype(np.int16) - reference).mean()
+        bound = max(GOAL_LEVELS, own)
+    else:
+        reference = _untiled(runner, pixels, choice).astype(np.int16)
     tiled = runner.stylize(pixels, choice).astype(np.int16)
     assert tiled.shape == reference.shape == (262, 264, 3)
     difference = np.abs(tiled - reference)
     band = _seam_bands(264, 264)[:262]
-    assert difference.mean() <= GOAL_LEVELS
-    assert difference[band].mean() <= GOAL_LEVELS
+    assert difference.mean() <= bound
+    assert difference[band].mean() <= bound
     # and the output is a stylization, not the photo or a flat image
     assert np.abs(reference - pixels).mean() > 10 and reference.std() > 10
 
