@@ -18,11 +18,11 @@ from gatys_reference import ReferenceGatys
 from machine import load_average, machine_header
 from PIL import Image
 
+from app.core.cpu_features import has_fast_bf16
 from app.gatys import GatysOptions, Progress, load_backbone, run
-from app.gatys.backbones import Backbone
-from app.gatys.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from app.gatys.optimize import _resize_long_side, _to_tensor
-from app.inference.cpu_features import has_fast_bf16
+from app.perceptual.backbones import Backbone
+from app.perceptual.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from app.weights.vgg16_import import inbox_vgg16_features
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,8 +31,8 @@ from machine import load_average, machine_header
 from PIL import Image
 from train_reference import ReferenceTrainer
 
-from app.gatys.backbones import Backbone, load_backbone
-from app.inference.cpu_features import has_fast_bf16
+from app.core.cpu_features import has_fast_bf16
+from app.perceptual.backbones import Backbone, load_backbone
 from app.training import TrainOptions, engine
 from app.training.options import DEFAULT_TAPS
 from app.weights.vgg16_import import inbox_vgg16_features

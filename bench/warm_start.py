@@ -28,11 +28,11 @@ import torch
 from machine import cpu_flags, cpu_model, load_average
 from PIL import Image
 
-from app.config import Settings
-from app.gatys.backbones import Backbone, load_backbone
-from app.gatys.losses import content_loss, gram_matrix, style_loss, total_variation_loss
+from app.core.config import Settings
 from app.jobs.kinds.training import warm_start_weights
 from app.nets.transformer_net import TransformerNet
+from app.perceptual.backbones import Backbone, load_backbone
+from app.perceptual.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from app.styles.catalog import manifest_styles
 from app.training import TrainOptions
 from app.training.engine import _resize_long_side, _Run, to_batch

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from app.config import Settings
+from app.core.config import Settings
 from app.gatys.optimize import Cancelled
 from app.imaging.decode import ImageRejected, decode_image
 from app.imaging.encode import OutputFormat, encode_image
