@@ -171,7 +171,7 @@ def plot() -> None:
     for axis, clock, label in zip(
         axes,
         ("cpu_s", "wall_s"),
-        ("CPU seconds (process)", "wall seconds (shared machine)"),
+        ("CPU minutes (this process)", "wall minutes (shared, loaded machine)"),
         strict=True,
     ):
         for name, colour in (("cold", "tab:blue"), ("warm", "tab:orange")):
@@ -191,7 +191,7 @@ def plot() -> None:
                 linestyle="--",
                 label=f"in-box {result['inbox']['name']}",
             )
-        axis.set_xlabel(f"training time, minutes of {label}")
+        axis.set_xlabel(f"training time: {label}")
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("objective on held-out photos (lower is better)")
     axes[0].legend()
@@ -202,6 +202,31 @@ def plot() -> None:
     figure.tight_layout()
     figure.savefig(PLOT, dpi=110)
     print(f"wrote {PLOT}")
+
+
+def table() -> str:
+    """The cached curve as a markdown table: objective per step, CPU and wall minutes."""
+    result = json.loads(CACHE.read_text())
+    cold, warm = result["curves"]["cold"], result["curves"]["warm"]
+    lines = [
+        "| step | cold: objective (content, style) | warm: objective (content, style) "
+        "| CPU min (cold / warm) | wall min (cold / warm) |",
+        "|---|---|---|---|---|",
+    ]
+    for c, w in zip(cold, warm, strict=False):
+        lines.append(
+            f"| {c['step']} | {c['objective']:.3f} ({c['content']:.3f}, {c['style']:.3f}) "
+            f"| {w['objective']:.3f} ({w['content']:.3f}, {w['style']:.3f}) "
+            f"| {c['cpu_s'] / 60:.1f} / {w['cpu_s'] / 60:.1f} "
+            f"| {c['wall_s'] / 60:.1f} / {w['wall_s'] / 60:.1f} |"
+        )
+    if result.get("inbox"):
+        inbox = result["inbox"]
+        lines.append(
+            f"| in-box {inbox['name']} | {inbox['objective']:.3f} "
+            f"({inbox['content']:.3f}, {inbox['style']:.3f}) | | | |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -215,6 +240,7 @@ def main() -> None:
     if not args.plot:
         train(args)
     plot()
+    print(table())
 
 
 if __name__ == "__main__":

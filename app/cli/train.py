@@ -37,7 +37,7 @@ def train(
         Path | None,
         typer.Option(help="Checkpoint file: resumed from when it exists, written as it trains."),
     ] = None,
-    iterations: Annotated[int, typer.Option(min=1)] = 2000,
+    iterations: Annotated[int, typer.Option(min=1)] = 1000,
     batch_size: Annotated[int, typer.Option(min=1)] = 2,
     crop_size: Annotated[int, typer.Option(min=64)] = 192,
     style_size: Annotated[int, typer.Option(min=64)] = 320,

@@ -172,7 +172,9 @@ class Settings(BaseSettings):
         "weights, with a warning in the log.",
     )
     training_default_iterations: int = Field(
-        2000, ge=1, description="Steps of a training job that names none."
+        1000,
+        ge=1,
+        description="Steps of a training job that names none (docs/training.md: why 1000).",
     )
     training_max_iterations: int = Field(
         20000, ge=1, description="Largest `iterations` a training job may ask."

@@ -61,7 +61,7 @@ class TrainOptions:
     learns to push whole regions past the clamp (the "saturated blobs" failure).
     """
 
-    iterations: int = 2000
+    iterations: int = 1000
     batch_size: int = 2
     crop_size: int = 192
     style_size: int = 320
