@@ -8,8 +8,9 @@ photos (../shared/images/photos, never trained on) by the training objective its
 content, style and TV terms with the default weights, in fp32 at --eval-size px. The in-box
 network of the same painting is scored the same way: that is the bar "in-box quality".
 
-Results are cached in docs/warm-start.json after every evaluation; `--plot` redraws
-docs/warm-start.png from the cache without training.
+Results are cached in docs/warm-start.json after every evaluation, with each network's output on
+the first held-out photo saved under bench/results/ to look at; `--plot` redraws
+docs/warm-start.png (and prints the table) from the cache without training.
 
     .venv/bin/python bench/warm_start.py [--painting candy] [--steps 400] [--every 25]
     .venv/bin/python bench/warm_start.py --plot
@@ -35,7 +36,7 @@ from app.perceptual.backbones import Backbone, load_backbone
 from app.perceptual.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from app.styles.catalog import manifest_styles
 from app.training import TrainOptions
-from app.training.engine import _resize_long_side, _Run, to_batch
+from app.training.engine import _resize_long_side, _Run, stylize_array, to_batch
 from app.training.options import DEFAULT_TAPS
 from app.weights.checkpoints import load_transformer_net
 from app.weights.manifest import load_manifest
@@ -136,9 +137,18 @@ def train(args: argparse.Namespace) -> None:
         "curves": {name: [] for name in runs},
     }
     clocks = {name: [0.0, 0.0] for name in runs}
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    probe = score.photos[0]
 
     def record() -> None:
         for name, run in runs.items():
+            # What the objective stands for, to look at: the network on the first held-out photo.
+            with torch.no_grad():
+                Image.fromarray(stylize_array(run.net.eval(), probe)).save(
+                    out / f"warm-start-{name}-{run.iteration:04d}.jpg", quality=90
+                )
+            run.net.train()
             point = {"step": run.iteration, "wall_s": clocks[name][0], "cpu_s": clocks[name][1]}
             result["curves"][name].append({**point, **score(run.net)})  # type: ignore[index]
         result["load_average_end"] = load_average()
@@ -154,8 +164,6 @@ def train(args: argparse.Namespace) -> None:
             clocks[name][1] += time.process_time() - cpu
         if step % args.every == 0 or step == args.steps:
             record()
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
     for name, run in runs.items():
         torch.save(run.net.state_dict(), out / f"warm-start-{name}.pth")
 
