@@ -61,7 +61,7 @@ train-styles: $(STAMP)
 			--name $$style-atelier --output models/$$style-atelier.safetensors \
 			--checkpoint $(TRAIN_CHECKPOINTS)/$$style.ckpt --iterations $(TRAIN_ITERATIONS) \
 			--batch-size 2 --crop-size 192 --style-size 320 --style-weight $$weight \
-			--backbone vgg16 --seed 0 --preview $(TRAIN_CHECKPOINTS)/$$style-preview.jpg || exit 1; \
+			--backbone vgg16 --seed 0 --cold-start --preview $(TRAIN_CHECKPOINTS)/$$style-preview.jpg || exit 1; \
 	done
 
 bench-gatys: $(STAMP)

@@ -2,6 +2,13 @@
 
     python bench/gatys.py                       # auto device, 10 evaluations, 256 and 512 px
     python bench/gatys.py --device cuda --iterations 30 --sizes 256 512 1024
+    python bench/gatys.py --reference [--sizes 512] [--rounds 2] [--quality-size 256]
+
+`--reference` times Atelier's engine (fp32, and bf16 where the CPU has fast bf16) against a plain
+eager fp32 L-BFGS loop written from the paper (bench/gatys_reference.py) on the in-box VGG-16,
+interleaved round by round, per evaluation in wall and process CPU seconds; then it runs fp32 and
+bf16 to the end at --quality-size and compares their final objectives, both scored in fp32, and
+saves the two images side by side under bench/results/ to look at.
 
 VGG-19 is measured only when its weights are installed in --models-dir. The first evaluation of
 each run (allocations, cuDNN autotuning) is excluded from the per-evaluation time.
@@ -185,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
     parser.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES))
+    parser.add_argument("--reference", action="store_true", help="interleave with the reference")
+    parser.add_argument("--rounds", type=int, default=2, help="with --reference")
+    parser.add_argument("--quality-size", type=int, default=256, help="with --reference")
+    parser.add_argument("--quality-iterations", type=int, default=60, help="with --reference")
     parser.add_argument(
         "--models-dir",
         type=Path,
@@ -198,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
+    if args.reference:
+        from gatys_versus_reference import compare
+
+        compare(args, device)
+        return 0
     print(f"device: {describe(device)}; torch {torch.__version__}")
     print(f"{args.iterations} timed evaluations per run (L-BFGS), first evaluation excluded")
     header = f"{'backbone':<20}{'size':>6}{'output':>11}{'s/iter':>10}{'total s':>9}  peak memory"

@@ -37,7 +37,7 @@ def train(
         Path | None,
         typer.Option(help="Checkpoint file: resumed from when it exists, written as it trains."),
     ] = None,
-    iterations: Annotated[int, typer.Option(min=1)] = 2000,
+    iterations: Annotated[int, typer.Option(min=1)] = 1000,
     batch_size: Annotated[int, typer.Option(min=1)] = 2,
     crop_size: Annotated[int, typer.Option(min=64)] = 192,
     style_size: Annotated[int, typer.Option(min=64)] = 320,
@@ -54,12 +54,25 @@ def train(
         typer.Option(help="JPEG of the network on a probe photo, refreshed as it trains."),
     ] = None,
     preview_interval: Annotated[int, typer.Option(min=1)] = 100,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            "--warm-start/--cold-start",
+            help="Begin from the installed style ATELIER_TRAINING_WARM_START_STYLE "
+            "(default mosaic-atelier), or from random weights.",
+        ),
+    ] = True,
 ) -> None:
     """Train a Johnson et al. TransformerNet on PAINTING's style (resumable with --checkpoint)."""
     from tqdm import tqdm
 
     from app.core.device import configure_threads, select_device
-    from app.jobs.kinds.training import PHOTO_SUFFIXES, load_photos, photo_folder_files
+    from app.jobs.kinds.training import (
+        PHOTO_SUFFIXES,
+        load_photos,
+        photo_folder_files,
+        warm_start_weights,
+    )
     from app.jobs.stored_inputs import JobInputError
     from app.perceptual.backbones import BackboneUnavailable, load_backbone
     from app.styles.thumbnails import reference_photo
@@ -87,6 +100,7 @@ def train(
             precision=precision,
             checkpoint_interval=checkpoint_interval,
             preview_interval=preview_interval if preview is not None else 0,
+            warm_start=warm_start,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -107,6 +121,13 @@ def train(
         load_checkpoint(checkpoint) if checkpoint is not None and checkpoint.is_file() else None
     )
     start = resume.iteration if resume is not None else 0
+    weights = warm_start_weights(settings) if warm_start and resume is None else None
+    if warm_start and resume is None and weights is None:
+        typer.echo(
+            f"warning: warm start style {settings.training_warm_start_style!r} is not installed; "
+            "starting from random weights",
+            err=True,
+        )
     label = f"train {name} {net.name} {device}"
     with tqdm(total=iterations, initial=start, unit="it", desc=label) as bar:
 
@@ -123,6 +144,7 @@ def train(
             painting_pixels,
             options,
             net,
+            start=weights,
             resume=resume,
             on_checkpoint=(lambda c: save_checkpoint(checkpoint, c)) if checkpoint else None,
             on_progress=on_progress,

@@ -14,6 +14,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Licensed photos that ship in the package (origins in its SOURCES.md), so that uploading a
+# painting is all a user must do to train a style.
+DEFAULT_TRAINING_PHOTOS_DIR = Path(__file__).resolve().parents[1] / "training" / "default_photos"
+
 
 class Settings(BaseSettings):
     """All tunables of the service; defaults suit the embedded single-machine run."""
@@ -182,12 +186,21 @@ class Settings(BaseSettings):
     )
 
     training_photos_dir: Path | None = Field(
-        None,
+        DEFAULT_TRAINING_PHOTOS_DIR,
         description="Content photos (JPEG/PNG/WebP) for training jobs that upload none; "
+        "default: the 18 licensed photos shipped in app/training/default_photos; "
         "None = every training job must upload its photos.",
     )
+    training_warm_start_style: str = Field(
+        "mosaic-atelier",
+        description="The installed TransformerNet style (a name in models/manifest.toml) that "
+        "training jobs with warm_start begin from; when it is missing they start from random "
+        "weights, with a warning in the log.",
+    )
     training_default_iterations: int = Field(
-        2000, ge=1, description="Steps of a training job that names none."
+        1000,
+        ge=1,
+        description="Steps of a training job that names none (docs/training.md: why 1000).",
     )
     training_max_iterations: int = Field(
         20000, ge=1, description="Largest `iterations` a training job may ask."

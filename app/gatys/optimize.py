@@ -155,9 +155,14 @@ def run(
     on_progress: Callable[[Progress], None] | None = None,
     on_preview: Callable[[np.ndarray], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    bf16: bool = False,
 ) -> np.ndarray:
     """Stylise `content` (HxWx3 uint8) with `styles`; returns an HxWx3 uint8 image whose longest
     side is `options.output_size` and whose aspect ratio follows the content.
+
+    `bf16` runs the backbone under bf16 autocast (for CPUs with bf16 matrix units and GPUs);
+    the image, the targets, the Gram matrices and the losses stay fp32, so L-BFGS sees fp32
+    values and gradients.
 
     `on_progress` and `should_cancel` are called on every evaluation, so they must be cheap
     (read a flag, not a database). Raises ValueError for unusable inputs and Cancelled when
@@ -176,7 +181,7 @@ def run(
 
     started = time.perf_counter()
     with _accelerator_settings(device, deterministic=options.seed is not None):
-        job = _Job(content, styles, blend, options, backbone, weights, device, started)
+        job = _Job(content, styles, blend, options, backbone, weights, device, started, bf16)
         return job.run(on_progress, on_preview, should_cancel)
 
 
@@ -193,8 +198,10 @@ class _Job:
         weights: LossWeights,
         device: torch.device,
         started: float,
+        bf16: bool = False,
     ) -> None:
         self.options = options
+        self.bf16 = bf16
         self.backbone = backbone
         self.weights = weights
         self.device = device
@@ -269,7 +276,8 @@ class _Job:
             if should_cancel is not None and should_cancel():
                 raise Cancelled
             optimiser.zero_grad(set_to_none=True)
-            features = backbone(image)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                features = {name: f.float() for name, f in backbone(image).items()}
             c_loss = _mean_of(content_loss(features[n], t) for n, t in content_targets.items())
             s_loss = _mean_of(
                 style_loss(gram_matrix(features[n]), t) for n, t in style_targets.items()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from app.core.cpu_features import has_fast_bf16
 from app.gatys.optimize import Cancelled
-from app.nets.transformer_net import TransformerNet
+from app.nets.transformer_net import TransformerNet, clean_state_dict
 from app.perceptual.backbones import Backbone
 from app.perceptual.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from app.training.checkpoint import TrainingCheckpoint
@@ -67,6 +67,7 @@ def train(
     options: TrainOptions,
     backbone: Backbone,
     *,
+    start: Mapping[str, Tensor] | None = None,
     resume: TrainingCheckpoint | None = None,
     on_checkpoint: Callable[[TrainingCheckpoint], None] | None = None,
     probe: np.ndarray | None = None,
@@ -76,7 +77,11 @@ def train(
 ) -> TrainResult:
     """Train a TransformerNet on `photos` (HxWx3 uint8) towards `painting`'s style.
 
-    `resume` continues a run from its checkpoint; `on_checkpoint` receives one every
+    `start` is the TransformerNet state dict to begin from (a warm start: a network that already
+    stylizes converges on a new painting far sooner than random weights); None starts from the
+    seeded random initialisation. The caller loads it when `options.warm_start` asks for one.
+    `resume` continues a run from its checkpoint (its weights win over `start`);
+    `on_checkpoint` receives one every
     `options.checkpoint_interval` steps (and where to keep it is the caller's business).
     `probe` is the photo previews show the current network on. `should_cancel` is read before
     every step; a True raises Cancelled.
@@ -84,7 +89,7 @@ def train(
     if backbone.name not in DEFAULT_TAPS:
         raise ValueError(f"{backbone.name} cannot be a training loss network")
     taps = DEFAULT_TAPS[backbone.name]
-    run = _Run(photos, painting, options, backbone, taps, probe)
+    run = _Run(photos, painting, options, backbone, taps, probe, start=start)
     if resume is not None:
         run.restore(resume)
     while run.iteration < options.iterations:
@@ -118,6 +123,8 @@ class _Run:
         backbone: Backbone,
         taps: LossTaps,
         probe: np.ndarray | None,
+        *,
+        start: Mapping[str, Tensor] | None = None,
     ) -> None:
         self.options = options
         self.backbone = backbone.for_training()
@@ -128,7 +135,12 @@ class _Run:
         self.sampler = CropSampler(photos, options.crop_size, options.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(options.seed)
+            # Initialised even for a warm start, so the RNG stream after it is the same.
             self.net = TransformerNet().to(self.device).train()
+        if start is not None:
+            self.net.load_state_dict(
+                {k: v.float() for k, v in clean_state_dict(start).items()}, strict=True
+            )
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=options.learning_rate)
         self.iteration = 0
         self.style_targets = self._style_targets(painting)
@@ -174,7 +186,8 @@ class _Run:
         size = crops.shape[-1] - _JITTER
         seen = served[..., dy : dy + size, dx : dx + size]
         photo = crops[..., dy : dy + size, dx : dx + size]
-        # Losses in fp32 whatever the autocast: bf16 Gram sums lose the small differences.
+        # Features leave autocast as fp32, so the loss sums are fp32; the Gram products alone run
+        # in bf16 (accumulating in fp32), as gram_matrix documents.
         features = self._features(seen, self.taps.content + self.taps.style)
         with torch.no_grad():
             content_targets = self._features(photo, self.taps.content)

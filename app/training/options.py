@@ -54,12 +54,14 @@ class TrainOptions:
     `precision` "auto" trains under bf16 autocast where the device has fast bf16 (AMX or
     AVX-512 BF16 CPUs: 1.2-1.6x faster steps, bench/train.py) and in fp32 elsewhere; the
     weights stay fp32.
+    `warm_start` asks the caller to begin from a network that already stylizes (the in-box
+    style the server names) instead of random weights; the engine takes the weights themselves.
     `range_weight` penalises outputs outside 0..255 before they are clamped: the loss network
     only ever sees the clamped image that serving returns, and without the penalty a network
     learns to push whole regions past the clamp (the "saturated blobs" failure).
     """
 
-    iterations: int = 2000
+    iterations: int = 1000
     batch_size: int = 2
     crop_size: int = 192
     style_size: int = 320
@@ -73,6 +75,7 @@ class TrainOptions:
     precision: str = "auto"
     checkpoint_interval: int = 100
     preview_interval: int = 100
+    warm_start: bool = True
 
     def __post_init__(self) -> None:
         _require_int(self.iterations, 1, MAX_ITERATIONS, "iterations")
@@ -102,6 +105,7 @@ class TrainOptions:
         _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
         _require_int(self.checkpoint_interval, 0, MAX_ITERATIONS, "checkpoint_interval")
         _require_int(self.preview_interval, 0, MAX_ITERATIONS, "preview_interval")
+        _require(isinstance(self.warm_start, bool), "warm_start must be true or false")
 
     def weights_for(self, backbone: str) -> LossWeights:
         defaults = DEFAULT_TAPS[backbone].weights

@@ -208,3 +208,25 @@ def test_max_size_over_the_limit_exits_2(env: Path, runner: CliRunner) -> None:
     )
     assert result.exit_code == 2
     assert "ATELIER_MAX_SIZE_LIMIT" in result.output
+
+
+@pytest.mark.parametrize("flag", ["--cold-start", "--warm-start"])
+def test_train_takes_a_start_flag_and_warns_when_the_warm_start_style_is_missing(
+    env: Path, runner: CliRunner, flag: str
+) -> None:
+    painting = env / "painting.png"
+    painting.write_bytes(encode(pattern(80, 80, seed=9), "png"))
+    photos = env / "photos"
+    photos.mkdir()
+    for seed in range(2):
+        (photos / f"{seed}.png").write_bytes(encode(pattern(72, 96, seed=seed), "png"))
+    output = env / "mine.safetensors"
+    args = ["train", str(painting), "--photos", str(photos), "--name", "mine", "-o", str(output)]
+    args += ["--iterations", "1", "--batch-size", "1", "--crop-size", "64", "--style-size", "64"]
+    args += ["--backbone", "efficientnet-lite0", "--precision", "fp32", flag]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert output.is_file()
+    # The env's models folder is empty: a warm start says it starts from random weights.
+    warned = "starting from random weights" in result.output
+    assert warned is (flag == "--warm-start")

@@ -74,3 +74,57 @@ def test_losses_give_gradients() -> None:
     loss = total_variation_loss(image) + style_loss(gram_matrix(image), torch.eye(3)[None])
     loss.backward()
     assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+def _autograd_gram(features: torch.Tensor) -> torch.Tensor:
+    """The textbook formula, differentiated by autograd: the reference for the custom backward."""
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gram_backward_passes_gradcheck_in_both_layouts(layout: torch.memory_format) -> None:
+    features = torch.randn(
+        2, 3, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
+    features = features.contiguous(memory_format=layout).requires_grad_(True)
+    assert torch.autograd.gradcheck(gram_matrix, (features,))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gram_gradient_equals_autograds_of_the_formula(layout: torch.memory_format) -> None:
+    generator = torch.Generator().manual_seed(3)
+    base = torch.randn(2, 16, 9, 7, generator=generator)
+    weights = torch.randn(2, 16, 16, generator=generator)  # a non-symmetric upstream gradient
+    ours = base.clone(memory_format=layout).requires_grad_(True)
+    reference = base.clone().requires_grad_(True)
+    (gram_matrix(ours) * weights).sum().backward()
+    (_autograd_gram(reference) * weights).sum().backward()
+    assert ours.grad is not None and reference.grad is not None
+    assert ours.grad.shape == base.shape
+    assert torch.allclose(ours.grad, reference.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_gram_under_bf16_autocast_matches_autograds_bf16_product() -> None:
+    generator = torch.Generator().manual_seed(4)
+    base = torch.randn(2, 32, 8, 8, generator=generator)
+    weights = torch.randn(2, 32, 32, generator=generator)
+    ours = base.clone(memory_format=torch.channels_last).requires_grad_(True)
+    reference = base.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gram = gram_matrix(ours)
+        expected = _autograd_gram(reference)
+    assert gram.dtype == torch.float32 and expected.dtype == torch.bfloat16
+    # Both round the same fp32-accumulated products to bf16 (8 significant bits).
+    assert torch.allclose(gram, expected.float(), rtol=1e-2, atol=1e-2)
+    (gram * weights).sum().backward()
+    (expected.float() * weights).sum().backward()
+    assert ours.grad is not None and reference.grad is not None
+    exact = base.clone().requires_grad_(True)
+    (_autograd_gram(exact) * weights).sum().backward()
+    assert exact.grad is not None
+    # bf16 keeps about 3 significant digits; both paths are that close to the fp32 gradient.
+    scale = exact.grad.abs().max()
+    assert (ours.grad - exact.grad).abs().max() < 0.02 * scale
+    assert (reference.grad - exact.grad).abs().max() < 0.02 * scale

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from app.gatys.optimize import Cancelled
+from app.nets.transformer_net import TransformerNet
 from app.perceptual.backbones import Backbone, load_backbone
 from app.perceptual.losses import gram_matrix
 from app.training import TrainOptions, train
@@ -112,6 +113,48 @@ def test_a_resumed_run_equals_an_uninterrupted_one(backbone: Backbone, tmp_path:
     assert resumed_from.iteration == 4
     resumed = train(PHOTOS, painting, tiny(iterations=6), backbone, resume=resumed_from).net
 
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+
+
+def test_a_warm_start_begins_from_the_given_weights(backbone: Backbone) -> None:
+    """With a learning rate too small to move anything, one step leaves the network where it
+    began: at the given weights when warm, at the seeded random ones when cold."""
+    start_net = TransformerNet()
+    with torch.no_grad():
+        for parameter in start_net.parameters():
+            parameter.uniform_(-0.1, 0.1)
+    start = {k: v.half() for k, v in start_net.state_dict().items()}  # as in-box files store it
+    still = tiny(iterations=1, learning_rate=1e-9)
+    warm = train(PHOTOS, stripes(), still, backbone, start=start).net.state_dict()
+    cold = train(PHOTOS, stripes(), still, backbone).net.state_dict()
+    for name, tensor in start.items():
+        assert torch.allclose(warm[name], tensor.float(), atol=1e-6), name
+    assert not torch.allclose(cold["conv1.conv2d.weight"], start["conv1.conv2d.weight"].float())
+
+
+def test_a_resumed_warm_run_continues_from_its_checkpoint_not_the_start(
+    backbone: Backbone,
+) -> None:
+    painting = stripes()
+    start = {k: v * 0.5 for k, v in TransformerNet().state_dict().items()}
+    straight = train(PHOTOS, painting, tiny(iterations=4), backbone, start=start).net
+
+    saved: list[TrainingCheckpoint] = []
+    with pytest.raises(Cancelled):
+        train(
+            PHOTOS,
+            painting,
+            tiny(iterations=4, checkpoint_interval=2),
+            backbone,
+            start=start,
+            on_checkpoint=saved.append,
+            should_cancel=lambda: len(saved) >= 1,
+        )
+    other_start = {k: torch.zeros_like(v) for k, v in start.items()}
+    resumed = train(
+        PHOTOS, painting, tiny(iterations=4), backbone, start=other_start, resume=saved[-1]
+    ).net
     for name, tensor in straight.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name
 

@@ -148,6 +148,13 @@ async def submit_training(
     ] = "auto",
     checkpoint_interval: Annotated[int, Form(ge=0)] = TrainOptions.checkpoint_interval,
     preview_interval: Annotated[int, Form(ge=0)] = TrainOptions.preview_interval,
+    warm_start: Annotated[
+        bool,
+        Form(
+            description="Begin from the server's starting style "
+            "(ATELIER_TRAINING_WARM_START_STYLE) instead of random weights: far fewer steps."
+        ),
+    ] = TrainOptions.warm_start,
     jobs: JobsRuntime = Depends(get_jobs),
     user_styles: UserStyleStore = Depends(get_user_styles),
     client: Client = Depends(require_client),
@@ -175,6 +182,7 @@ async def submit_training(
             backbone=backbone,
             checkpoint_interval=checkpoint_interval,
             preview_interval=preview_interval,
+            warm_start=warm_start,
         )
     except ValueError as exc:
         raise ProblemError(422, "invalid_parameter", str(exc)) from exc

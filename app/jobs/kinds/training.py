@@ -1,7 +1,8 @@
 """Training jobs: learn a fast TransformerNet style from a painting, then serve it by name.
 
 The job's options hold the new style's name and description beside the engine's TrainOptions.
-Photos come from the job's uploads, else from `ATELIER_TRAINING_PHOTOS_DIR`. A checkpoint is
+Photos come from the job's uploads, else from `ATELIER_TRAINING_PHOTOS_DIR`. A warm start
+begins from the installed style `ATELIER_TRAINING_WARM_START_STYLE`. A checkpoint is
 kept in the job's blobs every `checkpoint_interval` steps and when the worker stops, so a job
 whose worker died or was shut down continues from there on its next attempt.
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import Tensor
 
 from app.core.config import Settings
 from app.gatys.optimize import Cancelled
@@ -26,12 +28,19 @@ from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressReport
 from app.jobs.models import BlobKind
 from app.jobs.stored_inputs import JobInputError, decode_stored
 from app.nets.transformer_net import TransformerNet
+from app.styles.catalog import manifest_styles
 from app.styles.thumbnails import reference_photo
 from app.styles.user_styles import DuplicateStyle, NewUserStyle, UserStyleStore
 from app.training import Progress, TrainOptions, train
 from app.training.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes
 from app.training.engine import stylize_array, to_batch
-from app.weights.checkpoints import transformer_net_pth, transformer_net_safetensors
+from app.weights.checkpoints import (
+    CheckpointError,
+    load_transformer_net,
+    transformer_net_pth,
+    transformer_net_safetensors,
+)
+from app.weights.manifest import ManifestError, load_manifest
 
 log = logging.getLogger("atelier.jobs.training")
 
@@ -87,6 +96,33 @@ def load_photos(blobs: list[bytes], settings: Settings, label: str) -> list[np.n
     return photos
 
 
+def warm_start_weights(settings: Settings) -> dict[str, Tensor] | None:
+    """The weights a warm start begins from: the installed style the settings name, found
+    through the models manifest like every served style. None, with a warning, when it is not
+    installed or unreadable: a warm start only saves time, so training still runs, from random
+    weights."""
+    name = settings.training_warm_start_style
+    try:
+        styles = manifest_styles(load_manifest(settings.models_dir), settings.models_dir)
+    except ManifestError as exc:
+        log.warning("warm start unavailable, starting from random weights: %s", exc)
+        return None
+    style = next((s for s in styles if s.name == name and s.checkpoint is not None), None)
+    if style is None or style.checkpoint is None:
+        log.warning(
+            "warm start style %r is not installed in %s; starting from random weights "
+            "(ATELIER_TRAINING_WARM_START_STYLE)",
+            name,
+            settings.models_dir,
+        )
+        return None
+    try:
+        return load_transformer_net(style.checkpoint).state_dict()
+    except CheckpointError as exc:
+        log.warning("warm start style %r unusable, starting from random weights: %s", name, exc)
+        return None
+
+
 class TrainingKind(JobKind):
     name = "training"
 
@@ -110,11 +146,13 @@ class TrainingKind(JobKind):
             speed = round(progress.images_per_s, 3)
             context.report(ProgressReport.of(progress, images_per_s=speed))
 
+        start = warm_start_weights(context.settings) if options.train.warm_start else None
         result = train(
             photos,
             painting,
             options.train,
             backbone,
+            start=start if resume is None else None,
             resume=resume,
             on_checkpoint=lambda c: context.save_checkpoint(checkpoint_to_bytes(c), c.iteration),
             probe=reference_photo(),

@@ -186,7 +186,6 @@ def test_a_trained_style_is_private_to_its_key(make_client) -> None:
 @pytest.mark.parametrize(
     ("fields", "photos", "painting", "status", "code"),
     [
-        ({}, [], PAINTING, 422, "no_training_photos"),
         ({}, PHOTOS, b"not an image", 400, "invalid_image"),
         ({"backbone": "resnet50"}, PHOTOS, PAINTING, 422, "invalid_parameter"),
         ({"iterations": "999999"}, PHOTOS, PAINTING, 422, "invalid_parameter"),
@@ -207,6 +206,22 @@ def test_bad_training_requests_get_a_clear_4xx(
         )
         assert_problem(response, status, code)
         assert client.get("/jobs").json()["total"] == 0, "a refused request queued a job"
+
+
+def test_without_photos_the_shipped_set_is_used_and_without_any_it_is_a_clear_422(
+    make_client,
+) -> None:
+    with make_client(embedded_worker=False) as client:
+        accepted = submit(client, photos=[])
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["options"]["train"]["warm_start"] is True
+        cold = submit(client, photos=[], name="cold-style", warm_start="false")
+        assert cold.status_code == 202, cold.text
+        assert cold.json()["options"]["train"]["warm_start"] is False
+    with make_client(embedded_worker=False, training_photos_dir=None) as client:
+        before = client.get("/jobs").json()["total"]
+        assert_problem(submit(client, photos=[], name="third-style"), 422, "no_training_photos")
+        assert client.get("/jobs").json()["total"] == before
 
 
 def test_a_name_taken_by_a_user_style_is_a_conflict(make_client) -> None:

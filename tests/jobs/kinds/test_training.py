@@ -4,13 +4,16 @@ stopping worker saves and hands back, cancel, and unusable stored inputs."""
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import threading
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from app.core.config import Settings
 from app.jobs.execute import execute_job
@@ -172,7 +175,8 @@ def test_a_job_without_photos_uses_the_servers_folder_or_fails_saying_how(
     new = training_job(helpers, iterations=2)
     painting_only = NewJob(new.options, new.total, new.inputs[:1], "training", None, "me")
     job = sqlite_store.create(painting_only)
-    assert run_claimed(sqlite_store, settings) is JobState.failed
+    no_folder = settings.model_copy(update={"training_photos_dir": None})
+    assert run_claimed(sqlite_store, no_folder) is JobState.failed
     assert "ATELIER_TRAINING_PHOTOS_DIR" in (sqlite_store.get(job.id).error or "")
 
     folder = tmp_path / "photos"
@@ -206,3 +210,51 @@ def test_training_kind_reads_its_options_back(helpers) -> None:
         ".heif",
         ".avif",
     }
+
+
+def test_options_stored_before_warm_starts_existed_still_load(helpers) -> None:
+    stored = training_job(helpers).options
+    del stored["train"]["warm_start"]
+    assert TrainingJobOptions.from_json(stored).train.warm_start is True
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_default_photo_folder_ships_licensed_photos_that_install_and_decode(
+    helpers,
+) -> None:
+    folder = Settings().training_photos_dir
+    assert folder is not None
+    files = training_kind.photo_folder_files(folder)
+    assert len(files) >= 12
+    sources = (folder / "SOURCES.md").read_text()
+    for file in files:
+        assert f"| {file.name} |" in sources, f"{file.name} has no origin in SOURCES.md"
+    # Installed with the package: pyproject's package-data covers every file of the folder.
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["app"]
+    relative = [p.relative_to(REPO / "app").as_posix() for p in folder.iterdir()]
+    assert all(any(fnmatch.fnmatch(r, pattern) for pattern in patterns) for r in relative)
+    photos = training_kind.load_photos([f.read_bytes() for f in files], Settings(), "photo")
+    assert all(max(p.shape[:2]) <= 512 and p.shape[2] == 3 for p in photos)
+
+
+def test_warm_start_weights_are_the_named_installed_style(tmp_path: Path) -> None:
+    settings = Settings(models_dir=REPO / "models", training_warm_start_style="mosaic-atelier")
+    weights = training_kind.warm_start_weights(settings)
+    assert weights is not None
+    on_disk = load_file(str(REPO / "models" / "mosaic-atelier.safetensors"))
+    assert weights.keys() == on_disk.keys()
+    for name, tensor in on_disk.items():
+        assert torch.equal(weights[name], tensor.float()), name
+
+
+def test_a_missing_warm_start_style_falls_back_to_random_weights_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(models_dir=REPO / "models", training_warm_start_style="no-such-style")
+    with caplog.at_level("WARNING", logger="atelier.jobs.training"):
+        assert training_kind.warm_start_weights(settings) is None
+    assert "no-such-style" in caplog.text and "ATELIER_TRAINING_WARM_START_STYLE" in caplog.text
+    assert training_kind.warm_start_weights(Settings(models_dir=tmp_path)) is None
