@@ -22,10 +22,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.config import Settings
 from app.core.device import select_device
-from app.gatys.optimize import Cancelled
+from app.core.progress import Cancelled
 from app.imaging.encode import OutputFormat, encode_image
 from app.jobs.kinds import UnknownJobKind, get_kind
-from app.jobs.kinds.base import ProgressReport
+from app.jobs.kinds.base import ProgressUpdate
 from app.jobs.lease import LeaseKeeper
 from app.jobs.memory import JobOutOfMemory, is_out_of_memory
 from app.jobs.models import BlobKind, Job, JobState
@@ -142,7 +142,7 @@ class _Context:
             raise _LeaseLost
         return network
 
-    def report(self, progress: ProgressReport) -> None:
+    def report(self, progress: ProgressUpdate) -> None:
         self._writer(progress)
 
     def save_preview(self, image: np.ndarray) -> None:
@@ -252,9 +252,9 @@ class _ProgressWriter:
         self.job_id = job_id
         self.worker_id = worker_id
         self._written_at = float("-inf")
-        self._pending: ProgressReport | None = None
+        self._pending: ProgressUpdate | None = None
 
-    def __call__(self, progress: ProgressReport) -> None:
+    def __call__(self, progress: ProgressUpdate) -> None:
         now = time.monotonic()
         if progress.iteration < progress.total and now - self._written_at < PROGRESS_INTERVAL_S:
             self._pending = progress
@@ -266,7 +266,7 @@ class _ProgressWriter:
         if self._pending is not None:
             self._write(self._pending)
 
-    def _write(self, progress: ProgressReport) -> None:
+    def _write(self, progress: ProgressUpdate) -> None:
         self._pending = None
         try:
             self.store.update_progress(self.job_id, self.worker_id, progress)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.engine import make_url
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Update
 
 from app.core.database import upgrade_schema
+from app.core.progress import ProgressUpdate
 from app.jobs.models import TERMINAL_STATES, BlobKind, Job, JobBlob, JobState
 
 PNG = "image/png"
@@ -67,43 +68,6 @@ class NewJob:
         inputs = [JobInput(BlobKind.content, content)]
         inputs += [JobInput(BlobKind.style, data) for data in styles]
         return cls(options, total, inputs, "gatys", backbone, owner)
-
-
-class EngineProgress(Protocol):
-    """What every engine's progress report has (app.gatys and app.training both do)."""
-
-    iteration: int
-    total: int
-    content_loss: float
-    style_loss: float
-    tv_loss: float
-    eta_s: float | None
-
-
-@dataclass(frozen=True)
-class ProgressUpdate:
-    """One progress step as a client sees it. `metrics` holds kind-specific numbers
-    (images_per_s for training, frames and fps for video), shown as they are."""
-
-    iteration: int
-    total: int
-    content_loss: float | None = None
-    style_loss: float | None = None
-    tv_loss: float | None = None
-    eta_s: float | None = None
-    metrics: dict[str, float] | None = None
-
-    @classmethod
-    def of(cls, progress: EngineProgress, **metrics: float) -> ProgressUpdate:
-        return cls(
-            iteration=progress.iteration,
-            total=progress.total,
-            content_loss=progress.content_loss,
-            style_loss=progress.style_loss,
-            tv_loss=progress.tv_loss,
-            eta_s=progress.eta_s,
-            metrics=metrics or None,
-        )
 
 
 @dataclass(frozen=True)
@@ -385,17 +349,7 @@ class JobStore:
         return self._update_owned(job_id, worker_id, lease_expires=expires)
 
     def update_progress(self, job_id: str, worker_id: str, progress: ProgressUpdate) -> bool:
-        return self._update_owned(
-            job_id,
-            worker_id,
-            iteration=progress.iteration,
-            total=progress.total,
-            content_loss=progress.content_loss,
-            style_loss=progress.style_loss,
-            tv_loss=progress.tv_loss,
-            eta_s=progress.eta_s,
-            metrics=progress.metrics or None,
-        )
+        return self._update_owned(job_id, worker_id, **progress.columns())
 
     def should_stop(self, job_id: str, worker_id: str) -> bool:
         """True when a cancel was requested or this worker no longer holds the job."""
@@ -615,10 +569,7 @@ class JobStore:
             "lease_expires": None,
             "started_at": None,
             "iteration": Job.checkpoint_iteration,
-            "content_loss": None,
-            "style_loss": None,
-            "tv_loss": None,
-            "eta_s": None,
+            **ProgressUpdate.cleared_columns(),
             "has_preview": False,
         }
 

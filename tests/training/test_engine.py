@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.gatys.optimize import Cancelled
+from app.core.progress import Cancelled
 from app.perceptual.backbones import Backbone, load_backbone
 from app.perceptual.losses import gram_matrix
 from app.training import TrainOptions, train

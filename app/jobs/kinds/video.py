@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from app.core.config import Settings
-from app.gatys.optimize import Cancelled
-from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressReport
+from app.core.progress import Cancelled
+from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressUpdate
 from app.jobs.models import BlobKind
 from app.serving.predict import painting_style
 from app.serving.service import Service
@@ -180,7 +180,7 @@ class VideoKind(JobKind):
 
         def report(progress: VideoProgress) -> None:
             context.report(
-                ProgressReport(
+                ProgressUpdate(
                     iteration=progress.frames_done,
                     total=progress.total,
                     eta_s=progress.eta_s,

@@ -13,8 +13,8 @@ import torch
 from conftest import encode, pattern
 
 from app.core.config import Settings
-from app.gatys.optimize import Cancelled
-from app.jobs.kinds.base import JobResult, ProgressReport
+from app.core.progress import Cancelled
+from app.jobs.kinds.base import JobResult, ProgressUpdate
 from app.jobs.kinds.video import VideoJobOptions, VideoKind, VideoStyle, loaded_service
 from app.jobs.models import BlobKind
 from app.serving.service import Service
@@ -33,7 +33,7 @@ class FakeContext:
     settings: Settings
     blobs: dict[BlobKind, list[bytes]]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    reports: list[ProgressReport] = field(default_factory=list)
+    reports: list[ProgressUpdate] = field(default_factory=list)
     previews: list[np.ndarray] = field(default_factory=list)
     checkpoint: tuple[bytes, int] | None = None
     stop_after_reports: int | None = None
@@ -41,7 +41,7 @@ class FakeContext:
     def inputs(self, kind: BlobKind) -> list[bytes]:
         return self.blobs.get(kind, [])
 
-    def report(self, progress: ProgressReport) -> None:
+    def report(self, progress: ProgressUpdate) -> None:
         self.reports.append(progress)
 
     def save_preview(self, image: np.ndarray) -> None:
