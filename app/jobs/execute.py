@@ -31,9 +31,11 @@ from app.jobs.memory import JobOutOfMemory, is_out_of_memory
 from app.jobs.models import BlobKind, Job, JobState
 from app.jobs.store import JobStore
 from app.jobs.stored_inputs import JobInputError
+from app.jobs.style_networks import PROCESS_NETWORKS, StyleNetworks
 from app.observability.logs import job_id_var
 from app.observability.paths import without_paths
 from app.perceptual.backbones import Backbone, BackboneUnavailable, load_backbone
+from app.serving.service import Service
 
 log = logging.getLogger("atelier.jobs.execute")
 
@@ -80,6 +82,7 @@ def execute_job(
     *,
     stop: threading.Event | None = None,
     backbones: BackboneCache | None = None,
+    networks: StyleNetworks | None = None,
 ) -> JobState | None:
     """Run a job `worker_id` has claimed; returns its end state, or None when the job turned
     out not to be ours (lease lost). Setting `stop` hands the job back to the queue."""
@@ -92,7 +95,7 @@ def execute_job(
         with LeaseKeeper(store, job_id, worker_id, settings.job_lease_seconds) as lease:
             context = _Context(
                 store, job, worker_id, settings, stop or threading.Event(), lease.lost,
-                backbones or BACKBONES,
+                backbones or BACKBONES, networks or PROCESS_NETWORKS,
             )  # fmt: skip
             return context.execute()
     finally:
@@ -111,6 +114,7 @@ class _Context:
         stop: threading.Event,
         lease_lost: threading.Event,
         backbones: BackboneCache,
+        networks: StyleNetworks,
     ) -> None:
         self.store = store
         self.job = job
@@ -120,6 +124,7 @@ class _Context:
         self.device = torch.device("cpu")
         self.database = store.engine
         self._backbones = backbones
+        self._networks = networks
         self._backbone_name: str | None = None
         self._writer = _ProgressWriter(store, job.id, worker_id)
         self._stop_check = _StopCheck(store, job.id, worker_id, stop, lease_lost)
@@ -131,6 +136,9 @@ class _Context:
 
     def inputs(self, kind: BlobKind) -> list[bytes]:
         return self.store.blobs(self.job.id, kind)
+
+    def style_service(self) -> Service:
+        return self._networks.get(self.settings)
 
     def backbone(self, name: str, preferred: str = "vgg19") -> Backbone:
         network = self._backbones.get(

@@ -20,11 +20,15 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 from PIL import Image
 
 from app.imaging.decode import ImageRejected, _exif_orientation
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
 
 
 class MediaKind(StrEnum):
@@ -70,6 +74,16 @@ class VideoLimits:
     max_duration_s: float
     max_frames: int
     max_frame_pixels: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VideoLimits:
+        """The `ATELIER_VIDEO_MAX_*` limits, the same for the API, the CLI and the workers."""
+        return cls(
+            max_bytes=settings.video_max_bytes,
+            max_duration_s=settings.video_max_duration_s,
+            max_frames=settings.video_max_frames,
+            max_frame_pixels=settings.video_max_frame_pixels,
+        )
 
 
 @dataclass(frozen=True)

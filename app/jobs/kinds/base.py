@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from app.core.config import Settings
     from app.jobs.models import BlobKind, Job
     from app.perceptual.backbones import Backbone
+    from app.serving.service import Service
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class JobContext(Protocol):
     def backbone(self, name: str, preferred: str = "vgg19") -> Backbone:
         """A frozen loss network, cached per process ("auto" resolves as load_backbone does);
         the job row records which one ran."""
+        ...
+
+    def style_service(self) -> Service:
+        """The loaded instant-style networks (the API's own when the job runs embedded)."""
         ...
 
     def report(self, progress: ProgressUpdate) -> None:
