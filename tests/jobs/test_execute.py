@@ -25,7 +25,7 @@ def job_settings(tmp_path: Path) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         models_dir=tmp_path / "models",
-        job_backbone="efficientnet-lite0",
+        gatys_backbone="efficientnet-lite0",
         job_lease_seconds=5.0,
     )
 

@@ -219,8 +219,8 @@ async def submit_job(
     options = _build_options(
         settings,
         len(uploads),
-        iterations=iterations if iterations is not None else settings.job_default_iterations,
-        size=size if size is not None else settings.job_default_size,
+        iterations=iterations if iterations is not None else settings.gatys_default_iterations,
+        size=size if size is not None else settings.gatys_default_size,
         content_weight=content_weight,
         style_weight=style_weight,
         tv_weight=tv_weight,
@@ -244,7 +244,7 @@ async def submit_job(
     ]
     new = NewJob.gatys(
         options=options_to_json(options, allow_downscale=allow_downscale),
-        backbone=settings.job_backbone,
+        backbone=settings.gatys_backbone,
         total=options.iterations,
         content=content_png,
         styles=style_pngs,
@@ -414,11 +414,11 @@ def _check_style_source(
         )
     if not uploads:
         raise invalid("style", "upload at least one style image")
-    if len(uploads) > settings.job_max_style_images:
+    if len(uploads) > settings.gatys_max_style_images:
         raise invalid(
             "style",
-            f"{len(uploads)} style images; at most {settings.job_max_style_images} "
-            "(ATELIER_JOB_MAX_STYLE_IMAGES)",
+            f"{len(uploads)} style images; at most {settings.gatys_max_style_images} "
+            "(ATELIER_GATYS_MAX_STYLE_IMAGES)",
         )
 
 
@@ -435,17 +435,17 @@ def _parse_list(raw: str | None, kind: type[float] | type[int], field: str) -> A
 def _build_options(settings: Settings, style_count: int, **values: Any) -> GatysOptions:
     """Service limits first (they name their setting), then the engine's own validation."""
     limits = {
-        "iterations": (values["iterations"], settings.job_max_iterations, "JOB_MAX_ITERATIONS"),
-        "size": (values["size"], settings.job_max_size, "JOB_MAX_SIZE"),
+        "iterations": (values["iterations"], settings.gatys_max_iterations, "GATYS_MAX_ITERATIONS"),
+        "size": (values["size"], settings.gatys_max_size, "GATYS_MAX_SIZE"),
     }
     for field, (value, limit, setting) in limits.items():
         if value > limit:
             raise invalid(field, f"{value} exceeds the limit {limit} (ATELIER_{setting})")
     for scale in values["scales"] or ():
-        if scale > settings.job_max_size:
+        if scale > settings.gatys_max_size:
             raise invalid(
                 "scales",
-                f"{scale} exceeds the limit {settings.job_max_size} (ATELIER_JOB_MAX_SIZE)",
+                f"{scale} exceeds the limit {settings.gatys_max_size} (ATELIER_GATYS_MAX_SIZE)",
             )
     blend = values["style_blend"]
     if blend is not None and len(blend) != style_count:
@@ -455,11 +455,11 @@ def _build_options(settings: Settings, style_count: int, **values: Any) -> Gatys
     except (TypeError, ValueError) as exc:
         raise ProblemError(422, "invalid_parameter", str(exc)) from exc
     style_side = options.style_side()
-    if style_side > settings.job_max_size:
+    if style_side > settings.gatys_max_size:
         raise invalid(
             "style_scale",
             f"style images would be {style_side} px on the long side; at most "
-            f"{settings.job_max_size} (ATELIER_JOB_MAX_SIZE)",
+            f"{settings.gatys_max_size} (ATELIER_GATYS_MAX_SIZE)",
         )
     return options
 

@@ -35,7 +35,7 @@ class GatysKind(JobKind):
             options = options_from_json(context.job.options)
         except (TypeError, ValueError) as exc:
             raise JobInputError(f"the stored options are invalid: {exc}") from exc
-        backbone = context.backbone(context.job.backbone or context.settings.job_backbone)
+        backbone = context.backbone(context.job.backbone or context.settings.gatys_backbone)
 
         def engine(gatys: GatysOptions) -> np.ndarray:
             return run(
