@@ -132,10 +132,6 @@ class JobStore:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._schema_ready = False
 
-    @property
-    def is_postgres(self) -> bool:
-        return self.engine.dialect.name == "postgresql"
-
     def create_schema(self) -> None:
         """Create or migrate the tables (app.core.database), once per store."""
         if self._schema_ready:

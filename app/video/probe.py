@@ -18,7 +18,6 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -381,8 +380,3 @@ def _probe_image(path: Path, kind: MediaKind, limits: VideoLimits) -> MediaInfo:
 def frame_duration_ms(image: Image.Image) -> int:
     """The current frame's display time as stored in the file (0 when absent)."""
     return int(image.info.get("duration", 0) or 0)
-
-
-def frame_rate(fps: float) -> Fraction:
-    """A rational rate for encoders, e.g. 29.97 -> 30000/1001."""
-    return Fraction(fps).limit_denominator(1001)
