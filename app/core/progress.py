@@ -61,6 +61,8 @@ class ProgressUpdate:
     @staticmethod
     def cleared_columns() -> dict[str, None]:
         """Every per-attempt progress column emptied (the counters are the store's business)."""
-        return {
-            f.name: None for f in fields(ProgressUpdate) if f.name not in ("iteration", "total")
-        }
+        return {name: None for name in PROGRESS_FIELDS if name not in ("iteration", "total")}
+
+
+# The job row's progress columns, which the API shows as they are.
+PROGRESS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ProgressUpdate))

@@ -24,6 +24,7 @@ from app.api.job_submission import check_pending, enqueue, invalid, normalised_p
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import FileList, unknown_style
 from app.core.config import Settings
+from app.core.progress import PROGRESS_FIELDS
 from app.gatys.optimize import GatysOptions
 from app.imaging.encode import MEDIA_TYPES, OutputFormat, encode_image
 from app.jobs.kinds.gatys_options import DOWNSCALE_FACTOR, options_to_json
@@ -83,8 +84,11 @@ def owned_job(jobs: JobsRuntime, job_id: str, client: Client) -> Job:
 
 
 class JobProgress(BaseModel):
-    iteration: int = Field(description="Objective evaluations done so far.")
-    total: int = Field(description="Evaluations the job will run.")
+    iteration: int = Field(
+        description="Units of work done so far: objective evaluations (Gatys), optimiser steps "
+        "(training) or frames (video)."
+    )
+    total: int = Field(description="Units of work the job will do.")
     percent: float
     content_loss: float | None
     style_loss: float | None
@@ -139,14 +143,7 @@ class JobResource(BaseModel):
             attempts=job.attempts,
             cancel_requested=job.cancel_requested,
             progress=JobProgress(
-                iteration=job.iteration,
-                total=job.total,
-                percent=job.percent,
-                content_loss=job.content_loss,
-                style_loss=job.style_loss,
-                tv_loss=job.tv_loss,
-                eta_s=job.eta_s,
-                metrics=job.metrics,
+                percent=job.percent, **{name: getattr(job, name) for name in PROGRESS_FIELDS}
             ),
             timings=job.timings,
             error=job.error,
