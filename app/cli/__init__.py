@@ -76,7 +76,14 @@ def stylize(
     output: Annotated[Path, typer.Option("--output", "-o", help="File, or folder.")] = Path(
         "stylized"
     ),
-    max_size: Annotated[int | None, typer.Option(help="Longest output side.")] = None,
+    max_size: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Longest output side; 0 = full size (print size, run in tiles above "
+            "ATELIER_TILE_SIZE).",
+        ),
+    ] = None,
     strength: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
     preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours.")] = False,
     format: Annotated[str, typer.Option(help="jpeg, png, webp or avif.")] = "jpeg",

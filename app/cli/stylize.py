@@ -90,9 +90,21 @@ def stylize_files(
         hint = f"; available: {', '.join(exc.available)}" if isinstance(exc, UnknownStyle) else ""
         typer.echo(f"error: {exc}{hint}", err=True)
         return 2
+    if max_size is None:
+        max_size = settings.default_max_size
+    elif max_size == 0:
+        # Full size: the largest side allowed; ATELIER_MAX_PIXELS still bounds the area.
+        max_size = settings.max_size_limit
+    elif max_size > settings.max_size_limit:
+        typer.echo(
+            f"error: --max-size {max_size} exceeds ATELIER_MAX_SIZE_LIMIT "
+            f"({settings.max_size_limit}); 0 = full size",
+            err=True,
+        )
+        return 2
     options = PredictOptions(
         choice=choice,
-        max_size=max_size or settings.default_max_size,
+        max_size=max_size,
         strength=strength,
         keep_colors=preserve_color,
         output=output_format,

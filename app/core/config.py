@@ -45,7 +45,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Per uploaded file.")
     max_request_bytes: int = Field(45 * 1024 * 1024, gt=0, description="Whole request body.")
     max_pixels: int = Field(50_000_000, gt=0, description="Declared width x height of an upload.")
-    max_size_limit: int = Field(2048, gt=0, description="Largest allowed `max_size` (long side).")
+    max_size_limit: int = Field(
+        50_000,
+        gt=0,
+        description="Largest allowed `max_size` (long side); ATELIER_MAX_PIXELS bounds the area. "
+        "Images above ATELIER_TILE_SIZE squared run tiled, so memory does not grow with it.",
+    )
     default_max_size: int = Field(1024, gt=0, description="Long side when a request names none.")
     min_side: int = Field(1, gt=0, description="Smallest accepted image side, in pixels.")
     max_style_images: int = Field(4, ge=1, description="Painting uploads per prediction.")
@@ -54,6 +59,27 @@ class Settings(BaseSettings):
         gt=0,
         description="Pixels that all uploads being decoded at once may hold (about 3-4 bytes "
         "each), across predictions, styles and jobs; beyond it 503 `busy` + Retry-After.",
+    )
+
+    # Print size: tiled inference (docs/print-size.md).
+    tile_size: int = Field(
+        2048,
+        ge=256,
+        multiple_of=4,
+        description="Images with more pixels than this squared are stylized in tiles of this "
+        "side (context included): the per-request working memory bound. Smaller images run "
+        "whole (the fast path).",
+    )
+    tile_stats: Literal["exact", "downscaled"] = Field(
+        "exact",
+        description="Instance-norm statistics of tiled images: `exact` = the whole image's, "
+        "layer by layer over the tiles (as the untiled result; several times the compute); "
+        "`downscaled` = from a copy of ATELIER_TILE_STATS_PIXELS (fast, colours drift).",
+    )
+    tile_stats_pixels: int = Field(
+        1_000_000,
+        ge=4096,
+        description="Pixels of the downscaled copy that `downscaled` tile statistics use.",
     )
 
     # Inference execution.
@@ -202,6 +228,18 @@ class Settings(BaseSettings):
     )
     training_photo_side: int = Field(
         640, ge=64, description="Training photos are shrunk to this long side when decoded."
+    )
+    training_quick_iterations: int = Field(
+        500, ge=1, description="Steps of the studio's quick training preset."
+    )
+    training_thorough_iterations: int = Field(
+        2000, ge=1, description="Steps of the studio's thorough training preset."
+    )
+    training_images_per_s: float = Field(
+        4.0,
+        gt=0,
+        description="Declared training throughput (images/s at 192 px crops) for the presets' "
+        "time estimates until this server has finished a training job of its own.",
     )
 
     # Video and animated-image jobs; the live webcam stream.

@@ -24,6 +24,7 @@ from app.core.config import Settings
 from app.core.device import select_device
 from app.core.progress import Cancelled
 from app.imaging.encode import OutputFormat, encode_image
+from app.jobs.history import HistoryPoint, HistorySampler
 from app.jobs.kinds import UnknownJobKind, get_kind
 from app.jobs.kinds.base import ProgressUpdate
 from app.jobs.lease import LeaseKeeper
@@ -253,7 +254,8 @@ def _expected(exc: Exception) -> bool:
 
 
 class _ProgressWriter:
-    """Writes progress at most every PROGRESS_INTERVAL_S, and always the last step."""
+    """Writes progress at most every PROGRESS_INTERVAL_S, and always the last step; the loss
+    curve's points (app/jobs/history.py) go out with the same writes."""
 
     def __init__(self, store: JobStore, job_id: str, worker_id: str) -> None:
         self.store = store
@@ -261,8 +263,14 @@ class _ProgressWriter:
         self.worker_id = worker_id
         self._written_at = float("-inf")
         self._pending: ProgressUpdate | None = None
+        self._sampler = HistorySampler()
+        self._points: list[HistoryPoint] = []
 
     def __call__(self, progress: ProgressUpdate) -> None:
+        losses = (progress.content_loss, progress.style_loss, progress.tv_loss)
+        point = self._sampler.add(progress.iteration, progress.total, losses)
+        if point is not None:
+            self._points.append(point)
         now = time.monotonic()
         if progress.iteration < progress.total and now - self._written_at < PROGRESS_INTERVAL_S:
             self._pending = progress
@@ -276,8 +284,10 @@ class _ProgressWriter:
 
     def _write(self, progress: ProgressUpdate) -> None:
         self._pending = None
+        points, self._points = self._points, []
         try:
             self.store.update_progress(self.job_id, self.worker_id, progress)
+            self.store.append_history(self.job_id, self.worker_id, points)
         except SQLAlchemyError as exc:
             log.warning("job %s: progress not saved: %s", self.job_id, exc)
 

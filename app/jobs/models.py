@@ -154,3 +154,17 @@ class JobBlob(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class JobHistoryRow(Base):
+    """One point of a job's loss curve (weighted losses averaged over the steps up to `step`)."""
+
+    __tablename__ = "atelier_job_history"
+
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("atelier_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_loss: Mapped[float] = mapped_column(Float)
+    style_loss: Mapped[float] = mapped_column(Float)
+    tv_loss: Mapped[float] = mapped_column(Float)

@@ -23,7 +23,8 @@ from sqlalchemy.sql.dml import Update
 
 from app.core.database import upgrade_schema
 from app.core.progress import ProgressUpdate
-from app.jobs.models import TERMINAL_STATES, BlobKind, Job, JobBlob, JobState
+from app.jobs.history import HistoryPoint
+from app.jobs.models import TERMINAL_STATES, BlobKind, Job, JobBlob, JobHistoryRow, JobState
 
 PNG = "image/png"
 MAX_CLAIM_RACES = 10  # candidates lost to other claimers before giving up until the next poll
@@ -199,6 +200,7 @@ class JobStore:
         *,
         state: JobState | None = None,
         owner: str | None = None,
+        kind: str | None = None,
         limit: int = 20,
         offset: int = 0,
     ) -> JobPage:
@@ -206,6 +208,8 @@ class JobStore:
         conditions = []
         if state is not None:
             conditions.append(Job.state == state)
+        if kind is not None:
+            conditions.append(Job.kind == kind)
         if owner is not None:
             conditions.append(Job.owner == owner)
         with self._session() as session:
@@ -287,6 +291,21 @@ class JobStore:
             ).first()
         return None if row is None else StoredBlob(*row)
 
+    def history(self, job_id: str, after: int = 0) -> list[HistoryPoint]:
+        """The job's loss curve past step `after`, oldest first (incremental polling)."""
+        with self._session() as session:
+            rows = session.execute(
+                select(
+                    JobHistoryRow.step,
+                    JobHistoryRow.content_loss,
+                    JobHistoryRow.style_loss,
+                    JobHistoryRow.tv_loss,
+                )
+                .where(JobHistoryRow.job_id == job_id, JobHistoryRow.step > after)
+                .order_by(JobHistoryRow.step)
+            ).all()
+        return [HistoryPoint(*row) for row in rows]
+
     # --- worker side --------------------------------------------------------------------------
 
     def claim(
@@ -346,6 +365,34 @@ class JobStore:
 
     def update_progress(self, job_id: str, worker_id: str, progress: ProgressUpdate) -> bool:
         return self._update_owned(job_id, worker_id, **progress.columns())
+
+    def append_history(self, job_id: str, worker_id: str, points: list[HistoryPoint]) -> bool:
+        """Add points to the loss curve of a job this worker holds. Points from an earlier
+        attempt at or past the first new step are replaced: a resumed run redraws from there."""
+        if not points:
+            return True
+        with self._session() as session:
+            # Re-set the lease owner to itself: a no-op that says whether the job is still ours.
+            owned = self._owned(job_id, worker_id).values(lease_owner=worker_id)
+            if not self._rowcount(session, owned):
+                return False
+            session.execute(
+                delete(JobHistoryRow).where(
+                    JobHistoryRow.job_id == job_id, JobHistoryRow.step >= points[0].step
+                )
+            )
+            session.add_all(
+                JobHistoryRow(
+                    job_id=job_id,
+                    step=point.step,
+                    content_loss=point.content_loss,
+                    style_loss=point.style_loss,
+                    tv_loss=point.tv_loss,
+                )
+                for point in points
+            )
+            session.commit()
+        return True
 
     def should_stop(self, job_id: str, worker_id: str) -> bool:
         """True when a cancel was requested or this worker no longer holds the job."""
@@ -463,6 +510,7 @@ class JobStore:
             ids = list(session.scalars(finished))
             if ids:
                 session.execute(delete(JobBlob).where(JobBlob.job_id.in_(ids)))
+                session.execute(delete(JobHistoryRow).where(JobHistoryRow.job_id.in_(ids)))
                 session.execute(delete(Job).where(Job.id.in_(ids)))
                 session.commit()
         return len(ids)

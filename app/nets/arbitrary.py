@@ -54,6 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.nets.norm_stats import active_plan, moments
+
 STYLE_DIM = 100
 NORM_EPS = 1e-5
 PREDICTOR_SIZE = 256
@@ -256,7 +258,7 @@ class ConditionalInstanceNorm(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         if self.q_input.enabled:
             return self._forward_int8(x, style)
-        var, mean = torch.var_mean(x, dim=(2, 3), correction=0, keepdim=True)
+        mean, var = moments(x)
         # one multiply-add over the feature map, as the graph does: x * a + (shift - mean * a)
         a = torch.rsqrt(var + NORM_EPS) * self.scale(style)[:, :, None, None]
         b = self.shift(style)[:, :, None, None] - mean * a
@@ -267,9 +269,14 @@ class ConditionalInstanceNorm(nn.Module):
         x = self.q_input(x)
         gamma = self.q_scale(self.scale(style))[:, :, None, None]
         beta = self.q_shift(self.shift(style))[:, :, None, None]
-        mean = self.q_mean(x.mean(dim=(2, 3), keepdim=True))
-        sqdiff = self.q_sqdiff((x - mean).square_())
-        var = self.q_variance(sqdiff.mean(dim=(2, 3), keepdim=True))
+        if active_plan() is None:
+            mean = self.q_mean(x.mean(dim=(2, 3), keepdim=True))
+            sqdiff = self.q_sqdiff((x - mean).square_())
+            var = self.q_variance(sqdiff.mean(dim=(2, 3), keepdim=True))
+        else:
+            # Tiles: the plan's whole-image statistics, rounded where the graph rounds its own.
+            plan_mean, plan_var = moments(x)
+            mean, var = self.q_mean(plan_mean), self.q_variance(plan_var)
         inv_std = self.q_rsqrt(torch.sqrt(self.q_add(var + NORM_EPS)).reciprocal_())
         a = self.q_mul(inv_std * gamma)
         b = self.q_sub(beta - self.q_mul_2(mean * a))

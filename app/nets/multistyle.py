@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.nets.norm_stats import normalize
+
 NUM_STYLES = 26
 
 
@@ -27,7 +29,7 @@ class ConditionalInstanceNorm(nn.Module):
     def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
         scale = (style_weights @ self.gamma).view(1, -1, 1, 1)
         shift = (style_weights @ self.beta).view(1, -1, 1, 1)
-        normalised = F.instance_norm(x, eps=self.eps)
+        normalised = normalize(x, self.eps)
         return normalised * scale + shift
 
 

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.nets.norm_stats import PlannedInstanceNorm2d
+
 # Checkpoints saved with PyTorch < 0.4 carry instance-norm running stats that the modern
 # InstanceNorm2d (track_running_stats=False) does not have; pytorch/examples drops them too.
 _LEGACY_NORM_KEY = re.compile(r"in\d+\.running_(mean|var)$")
@@ -34,9 +36,9 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv1 = ConvLayer(channels, channels, 3, 1)
-        self.in1 = nn.InstanceNorm2d(channels, affine=True)
+        self.in1 = PlannedInstanceNorm2d(channels, affine=True)
         self.conv2 = ConvLayer(channels, channels, 3, 1)
-        self.in2 = nn.InstanceNorm2d(channels, affine=True)
+        self.in2 = PlannedInstanceNorm2d(channels, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.in1(self.conv1(x)))
@@ -64,20 +66,20 @@ class TransformerNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = ConvLayer(3, 32, 9, 1)
-        self.in1 = nn.InstanceNorm2d(32, affine=True)
+        self.in1 = PlannedInstanceNorm2d(32, affine=True)
         self.conv2 = ConvLayer(32, 64, 3, 2)
-        self.in2 = nn.InstanceNorm2d(64, affine=True)
+        self.in2 = PlannedInstanceNorm2d(64, affine=True)
         self.conv3 = ConvLayer(64, 128, 3, 2)
-        self.in3 = nn.InstanceNorm2d(128, affine=True)
+        self.in3 = PlannedInstanceNorm2d(128, affine=True)
         self.res1 = ResidualBlock(128)
         self.res2 = ResidualBlock(128)
         self.res3 = ResidualBlock(128)
         self.res4 = ResidualBlock(128)
         self.res5 = ResidualBlock(128)
         self.deconv1 = UpsampleConvLayer(128, 64, 3, upsample=2)
-        self.in4 = nn.InstanceNorm2d(64, affine=True)
+        self.in4 = PlannedInstanceNorm2d(64, affine=True)
         self.deconv2 = UpsampleConvLayer(64, 32, 3, upsample=2)
-        self.in5 = nn.InstanceNorm2d(32, affine=True)
+        self.in5 = PlannedInstanceNorm2d(32, affine=True)
         self.deconv3 = ConvLayer(32, 3, 9, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

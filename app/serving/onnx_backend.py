@@ -22,6 +22,7 @@ from torch import nn
 
 from app.core.files import atomic_path
 from app.weights import onnx_export
+from app.weights.onnx_export import DynamicAxes
 
 # Bump when a network's forward changes: the export cache key includes it with the weights.
 EXPORT_VERSION = 3
@@ -46,10 +47,12 @@ def export_onnx(
     path: Path,
     *,
     dynamic: bool = True,
+    axes: DynamicAxes | None = None,
 ) -> None:
-    """Export to `path` atomically; dynamic height/width on the first input unless `dynamic`
-    is off (the output is HWC)."""
-    axes = {input_names[0]: {2: "h", 3: "w"}, "output": {1: "h", 2: "w"}} if dynamic else None
+    """Export atomically, with dynamic height/width on the first input and the output unless
+    `dynamic` is off; `axes` names the dynamic axes instead (graphs with other outputs)."""
+    if axes is None and dynamic:
+        axes = {input_names[0]: {2: "h", 3: "w"}, "output": {1: "h", 2: "w"}}
     with atomic_path(path) as temporary:
         onnx_export.export_onnx(
             module, example, temporary, input_names=input_names, dynamic_axes=axes
@@ -63,12 +66,13 @@ def cached_export(
     cache_dir: Path,
     *,
     dynamic: bool = True,
+    axes: DynamicAxes | None = None,
 ) -> Path:
     """The ONNX file of `module`, exported on first use and reused while its digest holds."""
     name = getattr(module, "export_name", type(module).__name__)
     path = cache_dir / f"{name}-{state_digest(module)}.onnx"
     if not path.exists():
-        export_onnx(module, example, input_names, path, dynamic=dynamic)
+        export_onnx(module, example, input_names, path, dynamic=dynamic, axes=axes)
     return path
 
 
@@ -84,10 +88,13 @@ class OnnxModule:
         *,
         threads: int | None = None,
         shrink_arena: bool = False,
+        arena: bool = True,
     ) -> None:
         """`shrink_arena` hands the activations' memory back after every run. onnxruntime's
         arena otherwise keeps the peak of every size it has seen (measured: +0.4 GiB after 20
-        predictions around 1024 px, held for good), at the price of ~20% per 1024 px run."""
+        predictions around 1024 px, held for good), at the price of ~20% per 1024 px run.
+        `arena=False` allocates without an arena at all: for the many graphs of tiled
+        inference, which would otherwise each keep a tile-sized peak."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -96,14 +103,22 @@ class OnnxModule:
         if threads:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = arena
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._run_options = ort.RunOptions()
         if shrink_arena:
             self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self._input_names = input_names
+        # The exporter drops inputs no output depends on (a tile-statistics graph that stops
+        # before a style's conditioning is used): such inputs are accepted and not fed.
+        self._graph_inputs = {node.name for node in self._session.get_inputs()}
         self.path = path
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
-        feeds = dict(zip(self._input_names, inputs, strict=True))
+        feeds = {
+            name: value
+            for name, value in zip(self._input_names, inputs, strict=True)
+            if name in self._graph_inputs
+        }
         (output,) = self._session.run(None, feeds, self._run_options)
         return output

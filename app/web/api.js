@@ -75,9 +75,16 @@ export async function loadCapabilities() {
         ([path, methods]) => /^\/model\/styles\/\{[^}]+\}$/.test(path) && methods.delete,
       ),
       jobs: Boolean(schema.paths["/jobs"]?.post),
+      training: Boolean(schema.paths["/jobs/training/presets"]?.get),
     };
   } catch {
-    return { arbitraryStyle: false, saveStyle: false, deleteStyle: false, jobs: false };
+    return {
+      arbitraryStyle: false,
+      saveStyle: false,
+      deleteStyle: false,
+      jobs: false,
+      training: false,
+    };
   }
 }
 

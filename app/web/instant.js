@@ -13,6 +13,7 @@ import {
   showError,
   showMessage,
   slugify,
+  STYLES_CHANGED,
   titleCase,
 } from "./ui.js";
 
@@ -74,6 +75,7 @@ class InstantStudio {
     this.#setupControls();
     this.#setupCompare();
     this.#el.stylize.addEventListener("click", () => this.#stylize());
+    window.addEventListener(STYLES_CHANGED, (event) => this.#showNewStyle(event.detail?.name));
     this.#el.saveForm.addEventListener("submit", (event) => {
       event.preventDefault();
       this.#saveStyle();
@@ -257,6 +259,15 @@ class InstantStudio {
       showError(error, failure);
     } finally {
       saveButton.disabled = false;
+    }
+  }
+
+  // A style trained in the Train panel: selected, so the next Stylize uses it.
+  async #showNewStyle(name) {
+    try {
+      await this.#catalog.load(name);
+    } catch (error) {
+      showError(this.#el.error, error);
     }
   }
 

@@ -1,7 +1,9 @@
-// The Gatys panel: POST /jobs, then poll GET /jobs/{id} about once a second for progress, losses
-// and a fresh preview, until the job ends; DELETE /jobs/{id} cancels it.
+// The Gatys panel: POST /jobs, then follow the job (app/web/job-watch.js) for progress, losses,
+// the loss curve and a fresh preview until it ends; the result is shown and downloadable.
 
 import { getJson, request } from "./api.js";
+import { formatDuration, formatEta, formatNumber } from "./format.js";
+import { JobWatch, latestPreview, TERMINAL } from "./job-watch.js";
 import {
   byId,
   clearError,
@@ -12,18 +14,21 @@ import {
   showMessage,
 } from "./ui.js";
 
-const POLL_MS = 1000;
 const PREVIEWS_PER_JOB = 25;
-const STORAGE_KEY = "atelier.job";
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
-const STATE_LABELS = {
+const LABELS = {
   queued: "Queued",
   running: "Running",
   succeeded: "Done",
   failed: "Failed",
   cancelled: "Cancelled",
 };
-const NUMBER = new Intl.NumberFormat("en-US", { maximumSignificantDigits: 3 });
+const ANNOUNCEMENTS = {
+  queued: "Job queued.",
+  running: "Job running.",
+  succeeded: "Job finished.",
+  failed: "Job failed.",
+  cancelled: "Job cancelled.",
+};
 
 export function initJobs(capabilities) {
   const panel = new JobPanel();
@@ -37,10 +42,8 @@ export function initJobs(capabilities) {
 class JobPanel {
   #content = null;
   #paintings = [];
-  #job = null;
-  #announcedState = null;
   #previewIteration = 0;
-  #pollTimer = 0;
+  #watch = null;
   #urls = new ObjectUrls();
   #el = {
     form: byId("job-form"),
@@ -54,11 +57,6 @@ class JobPanel {
     error: byId("job-error"),
     empty: byId("job-empty"),
     view: byId("job-view"),
-    state: byId("job-state"),
-    cancel: byId("job-cancel"),
-    progress: byId("job-progress"),
-    percent: byId("job-percent"),
-    iteration: byId("job-iteration"),
     contentLoss: byId("loss-content"),
     styleLoss: byId("loss-style"),
     tvLoss: byId("loss-tv"),
@@ -69,7 +67,7 @@ class JobPanel {
   };
 
   start() {
-    const { contentInput, styleInput, form, cancel } = this.#el;
+    const { contentInput, styleInput, form } = this.#el;
     setupDropzone(contentInput, ([file]) => {
       this.#content = file;
       showDroppedFiles(contentInput, [file], this.#urls.replace("content", file));
@@ -82,8 +80,20 @@ class JobPanel {
       event.preventDefault();
       this.#submit();
     });
-    cancel.addEventListener("click", () => this.#cancel());
-    this.#resume();
+    this.#watch = new JobWatch({
+      prefix: "job",
+      detail: byId("job-iteration"),
+      hooks: {
+        labels: LABELS,
+        announcements: ANNOUNCEMENTS,
+        describe: iterationText,
+        start: () => this.#reset(),
+        render: (job) => this.#renderLosses(job),
+        tick: (job) => this.#refreshPreview(job),
+        end: (job) => this.#finish(job),
+      },
+    });
+    this.#watch.resume();
   }
 
   disable(text) {
@@ -92,8 +102,6 @@ class JobPanel {
     }
     showMessage(this.#el.message, text);
   }
-
-  // ---- submit, cancel, resume --------------------------------------------------------------
 
   async #submit() {
     const { error, submit } = this.#el;
@@ -104,8 +112,7 @@ class JobPanel {
     }
     submit.disabled = true;
     try {
-      const job = await getJson("/jobs", { method: "POST", body: this.#jobForm() });
-      this.#watch(job);
+      this.#watch.follow(await getJson("/jobs", { method: "POST", body: this.#jobForm() }));
     } catch (failure) {
       showError(error, failure);
       submit.disabled = false;
@@ -131,76 +138,14 @@ class JobPanel {
     return body;
   }
 
-  async #cancel() {
-    clearError(this.#el.error);
-    this.#el.cancel.disabled = true;
-    try {
-      this.#render(await getJson(`/jobs/${this.#job.id}`, { method: "DELETE" }));
-    } catch (failure) {
-      showError(this.#el.error, failure);
-      this.#el.cancel.disabled = false;
-    }
-  }
-
-  async #resume() {
-    const id = localStorage.getItem(STORAGE_KEY);
-    if (!id) {
-      return;
-    }
-    try {
-      const job = await getJson(`/jobs/${encodeURIComponent(id)}`);
-      if (TERMINAL.has(job.state)) {
-        localStorage.removeItem(STORAGE_KEY);
-      } else {
-        this.#el.submit.disabled = true;
-        this.#watch(job);
-      }
-    } catch {
-      localStorage.removeItem(STORAGE_KEY);
-    }
-  }
-
-  // ---- polling -----------------------------------------------------------------------------
-
-  #watch(job) {
-    clearTimeout(this.#pollTimer);
-    this.#job = job;
-    this.#announcedState = null;
-    this.#previewIteration = 0;
-    localStorage.setItem(STORAGE_KEY, job.id);
+  #reset() {
     const { empty, view, image, caption, download } = this.#el;
+    this.#previewIteration = 0;
     empty.hidden = true;
     view.hidden = false;
     image.hidden = true;
     caption.textContent = "The latest preview appears here.";
     download.hidden = true;
-    this.#render(job);
-    this.#schedulePoll();
-  }
-
-  #schedulePoll() {
-    this.#pollTimer = setTimeout(() => this.#poll(), POLL_MS);
-  }
-
-  async #poll() {
-    const id = this.#job.id;
-    try {
-      const job = await getJson(`/jobs/${id}`);
-      clearError(this.#el.error);
-      this.#render(job);
-      if (TERMINAL.has(job.state)) {
-        await this.#finish(job);
-        return;
-      }
-      await this.#refreshPreview(job);
-    } catch (failure) {
-      showError(this.#el.error, failure);
-      if (failure.status === 404) {
-        this.#stop();
-        return;
-      }
-    }
-    this.#schedulePoll();
   }
 
   async #refreshPreview(job) {
@@ -208,20 +153,15 @@ class JobPanel {
     if (job.state !== "running" || iteration <= this.#previewIteration) {
       return;
     }
-    try {
-      const response = await request(`/jobs/${job.id}/preview`, { cache: "no-store" }, 0);
-      await this.#showImage(await response.blob(), "preview");
+    const blob = await latestPreview(job.id);
+    if (blob) {
+      await this.#showImage(blob, "preview");
       this.#previewIteration = iteration;
       this.#el.caption.textContent = `Preview · iteration ${iteration} of ${job.progress.total}`;
-    } catch (failure) {
-      if (![404, 409].includes(failure.status)) {
-        throw failure;
-      }
     }
   }
 
   async #finish(job) {
-    this.#stop();
     if (job.state === "succeeded") {
       await this.#showResult(job);
     } else if (job.state === "failed") {
@@ -254,52 +194,12 @@ class JobPanel {
     return url;
   }
 
-  #stop() {
-    clearTimeout(this.#pollTimer);
-    localStorage.removeItem(STORAGE_KEY);
-    this.#el.submit.disabled = false;
-    this.#el.cancel.disabled = true;
-  }
-
-  // ---- rendering ---------------------------------------------------------------------------
-
-  #render(job) {
-    this.#job = job;
-    const { state, cancel, progress, percent, iteration } = this.#el;
-    const done = TERMINAL.has(job.state);
-    const cancelling = job.cancel_requested && !done;
-    state.dataset.state = job.state;
-    state.textContent = cancelling ? "Cancelling" : STATE_LABELS[job.state] ?? job.state;
-    cancel.disabled = done || cancelling;
-    const value = Math.min(100, Math.max(0, Math.round(job.progress.percent)));
-    progress.value = value;
-    progress.textContent = `${value}%`;
-    percent.textContent = `${value}%`;
-    iteration.textContent = iterationText(job);
-    this.#renderLosses(job.progress, done);
-    this.#announce(job.state);
-  }
-
-  #renderLosses(progress, done) {
+  #renderLosses(job) {
+    const { progress } = job;
     this.#el.contentLoss.textContent = formatNumber(progress.content_loss);
     this.#el.styleLoss.textContent = formatNumber(progress.style_loss);
     this.#el.tvLoss.textContent = formatNumber(progress.tv_loss);
-    this.#el.eta.textContent = done ? "–" : formatEta(progress.eta_s);
-  }
-
-  #announce(state) {
-    if (state === this.#announcedState) {
-      return;
-    }
-    this.#announcedState = state;
-    const texts = {
-      queued: "Job queued.",
-      running: "Job running.",
-      succeeded: "Job finished.",
-      failed: "Job failed.",
-      cancelled: "Job cancelled.",
-    };
-    showMessage(this.#el.message, texts[state] ?? "", state === "succeeded" ? "ok" : "");
+    this.#el.eta.textContent = TERMINAL.has(job.state) ? "–" : formatEta(progress.eta_s);
   }
 }
 
@@ -312,31 +212,4 @@ function iterationText(job) {
     return iteration > 0 ? `Iteration ${iteration} of ${total}` : "Preparing the networks…";
   }
   return `${iteration} of ${total} iterations`;
-}
-
-function formatNumber(value) {
-  if (value === null || value === undefined) {
-    return "–";
-  }
-  const magnitude = Math.abs(value);
-  if (magnitude !== 0 && (magnitude < 1e-3 || magnitude >= 1e7)) {
-    return value.toExponential(2);
-  }
-  return NUMBER.format(value);
-}
-
-function formatEta(seconds) {
-  if (seconds === null || seconds === undefined) {
-    return "–";
-  }
-  return seconds < 1 ? "under 1 s" : formatDuration(seconds);
-}
-
-function formatDuration(seconds) {
-  const rounded = Math.round(seconds);
-  if (rounded < 60) {
-    return `${Math.max(rounded, 1)} s`;
-  }
-  const minutes = Math.floor(rounded / 60);
-  return `${minutes} min ${rounded % 60} s`;
 }

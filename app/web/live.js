@@ -7,7 +7,7 @@
 // in flight: one being stylized, one waiting, so latency stays one frame deep.
 
 import { getJson, request } from "./api.js";
-import { byId, clearError, showError, showMessage } from "./ui.js";
+import { byId, clearError, showError, showMessage, STYLES_CHANGED } from "./ui.js";
 
 const CAPTURE_WIDTH = 320;
 const CAPTURE_HEIGHT = 240;
@@ -28,14 +28,23 @@ export function initLive() {
   new LiveSession(panel).init();
 }
 
-// The catalog's styles as <option>s (the live stream and video jobs take any catalog name).
+// The catalog's styles as <option>s (the live stream and video jobs take any catalog name),
+// refilled when a style is trained; the current choice stays.
 export async function fillStyleSelect(select) {
+  await refillStyleSelect(select);
+  window.addEventListener(STYLES_CHANGED, () => refillStyleSelect(select).catch(() => {}));
+}
+
+async function refillStyleSelect(select) {
+  const current = select.value || DEFAULT_STYLE;
   const catalog = await getJson("/model/styles");
-  for (const style of catalog.styles) {
-    const option = new Option(style.title || style.name, style.name);
-    option.selected = style.name === DEFAULT_STYLE;
-    select.append(option);
-  }
+  select.replaceChildren(
+    ...catalog.styles.map((style) => {
+      const option = new Option(style.title || style.name, style.name);
+      option.selected = style.name === current;
+      return option;
+    }),
+  );
 }
 
 class LiveSession {
@@ -43,6 +52,7 @@ class LiveSession {
     this.panel = panel;
     this.camera = byId("live-camera");
     this.output = byId("live-output");
+    this.placeholder = byId("live-placeholder");
     this.styleSelect = byId("live-style");
     this.startButton = byId("live-start");
     this.stopButton = byId("live-stop");
@@ -140,6 +150,9 @@ class LiveSession {
     const url = URL.createObjectURL(blob);
     const previous = this.output.src;
     this.output.src = url;
+    // Shown from the first frame on: an <img> without a source draws a broken-image icon.
+    this.output.hidden = false;
+    this.placeholder.hidden = true;
     if (previous.startsWith("blob:")) {
       URL.revokeObjectURL(previous);
     }

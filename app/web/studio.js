@@ -1,9 +1,10 @@
-// Entry point of the studio page: find out what this server offers, then wire up both panels.
+// Entry point of the studio page: find out what this server offers, then wire up every panel.
 
 import { apiKey, loadCapabilities, setApiKey } from "./api.js";
 import { initInstant } from "./instant.js";
 import { initJobs } from "./jobs.js";
 import { initLive } from "./live.js";
+import { initTraining } from "./train.js";
 import { initVideo } from "./video.js";
 import { byId, preventStrayDrops } from "./ui.js";
 
@@ -22,6 +23,7 @@ async function main() {
     .join(" ");
   initInstant(capabilities);
   initJobs(capabilities);
+  initTraining(capabilities);
   initLive(capabilities);
   initVideo();
   document.body.dataset.ready = "true";

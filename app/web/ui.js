@@ -1,5 +1,8 @@
 // Small DOM helpers shared by the two panels: drop zones, messages and object URLs.
 
+// Fired on window when the style catalog changed (a trained style was saved): pickers reload.
+export const STYLES_CHANGED = "atelier:styles-changed";
+
 export function byId(id) {
   return document.getElementById(id);
 }

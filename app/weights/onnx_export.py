@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 OPSET = 17
+# Input or output name -> {axis: symbolic name}, as torch.onnx.export takes them.
+DynamicAxes = dict[str, dict[int, str]]
 _EXPORT_LOCK = threading.Lock()
 
 # What every cold export prints, each understood: (category, message regex, why it is harmless).
@@ -55,7 +57,7 @@ def export_onnx(
     destination: Path | BinaryIO,
     *,
     input_names: list[str],
-    dynamic_axes: dict[str, dict[int, str]] | None,
+    dynamic_axes: DynamicAxes | None,
 ) -> None:
     """Export `module` under the export lock; no dynamic axes means a fixed-size graph."""
     with _EXPORT_LOCK, understood_export_warnings_silenced(fixed_size=dynamic_axes is None):

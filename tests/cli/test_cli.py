@@ -159,3 +159,52 @@ def test_style_weights_must_match_the_paintings(env: Path, runner: CliRunner) ->
     )
     assert result.exit_code == 2
     assert "weight" in result.output
+
+
+def test_max_size_0_is_full_size_in_tiles(
+    env: Path, runner: CliRunner, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Print size from the CLI: `--max-size 0` keeps every pixel; above ATELIER_TILE_SIZE^2
+    the image runs in tiles and still matches the untiled network (issue 19's goal)."""
+    import torch
+
+    from app.serving.runner import StyleRunner
+    from app.styles.catalog import StyleCatalog, builtin_styles
+
+    monkeypatch.setenv("ATELIER_TILE_SIZE", "256")
+    pixels = pattern(272, 260, seed=3)
+    source = env / "photo.png"
+    source.write_bytes(encode(pixels, "PNG"))
+    target = env / "print.png"
+    result = runner.invoke(
+        cli,
+        [
+            "stylize",
+            str(source),
+            "-s",
+            "crimson-fire",
+            "-o",
+            str(target),
+            "--max-size",
+            "0",
+            "--format",
+            "png",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "272x260" in result.output
+    catalog = StyleCatalog(builtin_styles())
+    whole = StyleRunner(torch.device("cpu"), cache_dir).stylize(
+        pixels, catalog.resolve("crimson-fire")
+    )
+    assert mean_abs_diff(decode_rgb(target.read_bytes()), whole) <= 1.0
+
+
+def test_max_size_over_the_limit_exits_2(env: Path, runner: CliRunner) -> None:
+    source = env / "photo.png"
+    source.write_bytes(encode(pattern(40, 30), "PNG"))
+    result = runner.invoke(
+        cli, ["stylize", str(source), "-o", str(env / "o.png"), "--max-size", "60000"]
+    )
+    assert result.exit_code == 2
+    assert "ATELIER_MAX_SIZE_LIMIT" in result.output

@@ -148,7 +148,8 @@ def test_a_new_database_is_created_at_head_and_upgrading_again_changes_nothing(
     engine = create_engine(store_url)
     upgrade_schema(engine)
     tables = set(sa.inspect(engine).get_table_names())
-    assert {"atelier_jobs", "atelier_job_blobs", "user_styles", "alembic_version"} <= tables
+    expected = {"atelier_jobs", "atelier_job_blobs", "atelier_job_history", "user_styles"}
+    assert expected | {"alembic_version"} <= tables
     columns = {c["name"] for c in sa.inspect(engine).get_columns("atelier_jobs")}
     assert {"kind", "metrics", "checkpoint_iteration"} <= columns
     upgrade_schema(engine)

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ import uvicorn
 from conftest import READY_TIMEOUT_S, make_settings
 from fastapi import FastAPI
 
+from app.core.config import Settings
 from app.main import create_app
 
 if TYPE_CHECKING:
@@ -49,10 +51,9 @@ class LiveServer:
         return httpx.get(f"{self.url}/openapi.json", timeout=10).json()["paths"]
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[LiveServer]:
+@contextmanager
+def serve(settings: Settings, ready_timeout_s: float = READY_TIMEOUT_S) -> Iterator[LiveServer]:
     """The whole service on 127.0.0.1 (free port), in a background thread, models loaded."""
-    settings = make_settings(tmp_path_factory.mktemp("studio-server"), cache_dir)
     app = create_app(settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -64,12 +65,18 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> It
     thread.start()
     try:
         _wait_for_start(server, thread)
-        assert app.state.service.ready.wait(READY_TIMEOUT_S), "models did not load in time"
+        assert app.state.service.ready.wait(ready_timeout_s), "models did not load in time"
         yield LiveServer(f"http://127.0.0.1:{port}", app)
     finally:
         server.should_exit = True
         thread.join(timeout=SERVER_START_TIMEOUT_S)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[LiveServer]:
+    with serve(make_settings(tmp_path_factory.mktemp("studio-server"), cache_dir)) as server:
+        yield server
 
 
 def _wait_for_start(server: uvicorn.Server, thread: threading.Thread) -> None:
@@ -102,10 +109,9 @@ def artifacts() -> Path:
 OpenStudio = Callable[[int, int], "Page"]
 
 
-@pytest.fixture
-def open_studio(browser: Browser, live_server: LiveServer) -> Iterator[OpenStudio]:
-    """Opens `/` in a fresh browser context of the given viewport; fails the test on any
-    uncaught script error in the page."""
+def page_opener(browser: Browser, server: LiveServer) -> tuple[OpenStudio, Callable[[], None]]:
+    """`open(width, height)` opens `/` of `server` in a fresh browser context; `close()` ends
+    them all and fails on any uncaught script error the pages raised."""
     contexts = []
     script_errors: list[str] = []
 
@@ -114,11 +120,22 @@ def open_studio(browser: Browser, live_server: LiveServer) -> Iterator[OpenStudi
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda error: script_errors.append(str(error)))
-        page.goto(live_server.url + "/")
+        page.goto(server.url + "/")
         page.wait_for_selector("body[data-ready=true]")
         return page
 
+    def close() -> None:
+        for context in contexts:
+            context.close()
+        assert not script_errors, f"script errors in the page: {script_errors}"
+
+    return open_page, close
+
+
+@pytest.fixture
+def open_studio(browser: Browser, live_server: LiveServer) -> Iterator[OpenStudio]:
+    """Opens `/` in a fresh browser context of the given viewport; fails the test on any
+    uncaught script error in the page."""
+    open_page, close = page_opener(browser, live_server)
     yield open_page
-    for context in contexts:
-        context.close()
-    assert not script_errors, f"script errors in the page: {script_errors}"
+    close()

@@ -83,6 +83,9 @@ def frames_shown(page: Page) -> int:
 
 
 def test_live_panel_streams_the_camera_stylized(page: Page, artifacts: Path) -> None:
+    # Before the camera starts the stylized pane says what will appear: no broken-image icon.
+    expect(page.locator("#live-output")).to_be_hidden()
+    expect(page.locator("#live-placeholder")).to_be_visible()
     sockets = []
     page.on("websocket", lambda socket: sockets.append(socket))
     page.select_option("#live-style", "starry-swirls")
@@ -94,6 +97,8 @@ def test_live_panel_streams_the_camera_stylized(page: Page, artifacts: Path) -> 
         "() => Number(document.getElementById('live-frames').textContent) >= 5",
         timeout=LIVE_TIMEOUT_MS,
     )
+    expect(page.locator("#live-output")).to_be_visible()
+    expect(page.locator("#live-placeholder")).to_be_hidden()
     first_count = frames_shown(page)
     first_fps = page.locator("#live-fps").inner_text()
     assert float(first_fps) > 0

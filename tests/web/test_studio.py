@@ -146,6 +146,8 @@ def test_gatys_job_reports_progress_and_shows_the_result(
     expect(page.locator("#job-iteration")).to_have_text("10 of 10 iterations")
     for loss in ("#loss-content", "#loss-style", "#loss-tv"):
         expect(page.locator(loss)).to_have_text(re.compile(r"\d"))
+    # The loss curve has every one of the 10 iterations (a short job is not thinned).
+    expect(page.locator("#job-chart")).to_have_attribute("data-points", "10")
     image = page.locator("#job-image[data-kind=result]")
     expect(image).to_be_visible()
     assert image.evaluate("(img) => [img.naturalWidth, img.naturalHeight]") == [80, 53]

@@ -151,6 +151,23 @@ class JobResource(BaseModel):
         )
 
 
+class HistoryPointResource(BaseModel):
+    step: int
+    content_loss: float
+    style_loss: float
+    tv_loss: float
+    total_loss: float = Field(description="The sum of the three weighted terms.")
+
+
+class JobHistoryResource(BaseModel):
+    job_id: str
+    points: list[HistoryPointResource] = Field(
+        description="Mean weighted losses up to each step, oldest first; long jobs are thinned "
+        "to a few hundred points."
+    )
+    last_step: int = Field(description="Pass as `after` next time to get only newer points.")
+
+
 class JobPageResource(BaseModel):
     items: list[JobResource]
     total: int
@@ -306,6 +323,36 @@ def cancel_job(
     with as `running` never succeeds afterwards, even if its last iteration was already done."""
     owned_job(jobs, job_id, client)
     return JobResource.of(jobs.store.request_cancel(job_id))
+
+
+@router.get(
+    "/{job_id}/history",
+    response_model=JobHistoryResource,
+    summary="A job's loss curve: losses against steps, for polling with `after`",
+    responses=problem_responses(401, 404, 422, 429, 503),
+)
+def job_history(
+    job_id: str,
+    after: Annotated[int, Query(ge=0, le=2**31 - 1, description="Only points past this step.")] = 0,
+    jobs: JobsRuntime = Depends(get_jobs),
+    client: Client = Depends(require_client),
+) -> JobHistoryResource:
+    owned_job(jobs, job_id, client)
+    points = jobs.store.history(job_id, after)
+    return JobHistoryResource(
+        job_id=job_id,
+        points=[
+            HistoryPointResource(
+                step=point.step,
+                content_loss=point.content_loss,
+                style_loss=point.style_loss,
+                tv_loss=point.tv_loss,
+                total_loss=point.total_loss,
+            )
+            for point in points
+        ],
+        last_step=points[-1].step if points else after,
+    )
 
 
 @router.get(

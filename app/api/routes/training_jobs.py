@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from app.api.access import Client, require_client
 from app.api.deps import get_user_styles
@@ -21,14 +22,88 @@ from app.api.routes.jobs import JobResource, JobsRoute, get_jobs
 from app.api.routes.styles import check_new_style_name
 from app.api.uploads import FileList
 from app.jobs.kinds.training import TrainingJobOptions, photo_folder_files
-from app.jobs.models import BlobKind
+from app.jobs.models import BlobKind, JobState
 from app.jobs.runtime import JobsRuntime
 from app.jobs.store import JobInput, NewJob
 from app.styles.catalog import STYLE_NAME_MAX
 from app.styles.user_styles import UserStyleStore
 from app.training.options import MAX_STYLE_SIZE, TRAINING_BACKBONES, TrainOptions
+from app.training.presets import REFERENCE_CROP, Basis, PresetName, Throughput, presets
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=JobsRoute)
+
+RECENT_JOBS_MEASURED = 5  # finished training jobs looked at for a measured throughput
+
+
+class TrainingPresetResource(BaseModel):
+    name: PresetName
+    title: str
+    iterations: int
+    batch_size: int
+    crop_size: int
+    estimate_s: float = Field(description="Estimated seconds of training on this server.")
+
+
+class TrainingPresetsResource(BaseModel):
+    presets: list[TrainingPresetResource]
+    images_per_s: float = Field(description=f"Throughput at {REFERENCE_CROP} px crops.")
+    basis: Basis = Field(
+        description="`measured` by this server's latest training job, else `declared` "
+        "(ATELIER_TRAINING_IMAGES_PER_S)."
+    )
+    photos_available: bool = Field(
+        description="The server has training photos (ATELIER_TRAINING_PHOTOS_DIR), so a "
+        "painting is all a job needs."
+    )
+
+
+@router.get(
+    "/training/presets",
+    response_model=TrainingPresetsResource,
+    summary="The studio's training presets and how long each takes on this server",
+    responses=problem_responses(401, 429, 503),
+)
+def training_presets(
+    jobs: JobsRuntime = Depends(get_jobs),
+    _client: Client = Depends(require_client),
+) -> TrainingPresetsResource:
+    settings = jobs.settings
+    throughput = _throughput(jobs)
+    limit = settings.training_max_iterations
+    chosen = presets(
+        min(settings.training_quick_iterations, limit),
+        min(settings.training_thorough_iterations, limit),
+    )
+    return TrainingPresetsResource(
+        presets=[
+            TrainingPresetResource(
+                name=preset.name,
+                title=preset.title,
+                iterations=preset.options.iterations,
+                batch_size=preset.options.batch_size,
+                crop_size=preset.options.crop_size,
+                estimate_s=round(throughput.seconds(preset.options), 1),
+            )
+            for preset in chosen
+        ],
+        images_per_s=round(throughput.images_per_s, 3),
+        basis=throughput.basis,
+        photos_available=bool(photo_folder_files(settings.training_photos_dir)),
+    )
+
+
+def _throughput(jobs: JobsRuntime) -> Throughput:
+    """The latest finished training job's speed on this server (any client's: a rate says
+    nothing about its owner), else the declared one."""
+    recent = jobs.store.list_jobs(
+        state=JobState.succeeded, kind="training", limit=RECENT_JOBS_MEASURED
+    )
+    for job in recent.items:
+        rate = (job.metrics or {}).get("images_per_s", 0.0)
+        crop = job.options.get("train", {}).get("crop_size")
+        if rate > 0 and isinstance(crop, int):
+            return Throughput.measured(rate, crop)
+    return Throughput(jobs.settings.training_images_per_s, "declared")
 
 
 @router.post(

@@ -23,6 +23,8 @@ from conftest import (
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.core.config import Settings
+
 PREDICT = "/model/predict"
 CRIMSON_FIRE = 20
 
@@ -268,10 +270,15 @@ def test_bad_strength(shared_client: TestClient, small_png: bytes, strength: str
     assert any(error["field"] == "strength" for error in body["errors"])
 
 
-def test_max_size_over_the_limit(shared_client: TestClient, small_png: bytes) -> None:
-    body = assert_problem(post(shared_client, small_png, max_size=2049), 422, "invalid_parameter")
-    assert "2048" in body["detail"]
-    assert post(shared_client, small_png, max_size=2048).status_code == 200
+def test_max_size_over_the_limit(
+    shared_client: TestClient, shared_settings: Settings, small_png: bytes
+) -> None:
+    limit = shared_settings.max_size_limit
+    body = assert_problem(
+        post(shared_client, small_png, max_size=limit + 1), 422, "invalid_parameter"
+    )
+    assert str(limit) in body["detail"] and "ATELIER_MAX_SIZE_LIMIT" in body["detail"]
+    assert post(shared_client, small_png, max_size=limit).status_code == 200
 
 
 @pytest.mark.parametrize("max_size", ["0", "-5", "big", "1.5"])

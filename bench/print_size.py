@@ -1,0 +1,311 @@
+"""Print size: time and peak working memory against image size, tiled against untiled.
+
+For each size (megapixels of a real photo, upscaled with Lanczos and saved as JPEG, as a camera
+would hand it over) the whole instant path runs in a fresh process: decode the JPEG upload,
+stylize, encode PNG (`predict_bytes`, as POST /model/predict does). Variants, interleaved per
+size so load drifts hit them alike:
+
+- `untiled`: the whole image in one network call (only up to `--untiled-max` MP);
+- `tiled exact`: tiles of ATELIER_TILE_SIZE with the whole image's statistics, layer by layer;
+- `tiled downscaled`: tiles with statistics from a downscaled copy.
+
+Peak working memory is the process's peak resident set (VmHWM) during the request minus its
+resident set just before it, after the networks were loaded and warmed at the tile shape (the
+peak is reset through /proc/self/clear_refs). Outputs are compared with the untiled one where
+it ran (mean and 99th-percentile absolute difference in levels of 255); for the `--figure`
+size a difference map and 100% crops across a tile border are written to docs/.
+
+    nice -n 5 .venv/bin/python bench/print_size.py [--sizes 1,4,12,24,50] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from machine import machine_header
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTO = REPO.parent / "shared" / "images" / "photos" / "tubingen.jpg"
+STYLE = "mosaic"
+CACHE = REPO / "data" / "cache"  # converted weights and exports, kept between runs
+RESULTS = REPO / "bench" / "results" / "print-size"  # uploads and outputs (git-ignored)
+VARIANTS = ("untiled", "tiled exact", "tiled downscaled")
+
+
+def status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field}")
+
+
+def make_upload(megapixels: float, folder: Path) -> Path:
+    """The photo upscaled to about `megapixels`, as a quality-92 JPEG (made once per size)."""
+    path = folder / f"photo-{megapixels:g}mp.jpg"
+    if not path.exists():
+        with Image.open(PHOTO) as photo:
+            scale = math.sqrt(megapixels * 1e6 / (photo.width * photo.height))
+            size = (round(photo.width * scale), round(photo.height * scale))
+            photo.convert("RGB").resize(size, Image.Resampling.LANCZOS).save(path, quality=92)
+    return path
+
+
+def child(
+    variant: str, upload: Path, output: Path, tile_size: int, threads: int, device: str
+) -> None:
+    """One request in this process; prints a JSON line of its measurements (on CUDA the
+    working memory is the peak of allocated VRAM instead of resident memory)."""
+    import torch
+
+    from app.imaging.encode import OutputFormat
+    from app.serving.cpu_precision import choose_cpu_precision
+    from app.serving.predict import PredictOptions, predict_bytes
+    from app.serving.runner import StyleRunner
+    from app.serving.tiling import TileOptions
+    from app.styles.catalog import SingleStyle, manifest_styles
+    from app.weights.manifest import load_manifest
+
+    torch.set_num_threads(threads)
+    tiles = TileOptions(
+        tile_size=tile_size if variant != "untiled" else 50_000,
+        stats="downscaled" if variant == "tiled downscaled" else "exact",
+    )
+    runner = StyleRunner(
+        torch.device(device),
+        CACHE,
+        cpu_precision=choose_cpu_precision("auto"),
+        threads=threads,
+        tiles=tiles,
+    )
+    models = REPO / "models"
+    style = next(s for s in manifest_styles(load_manifest(models), models) if s.name == STYLE)
+    runner.load_transformer(style)
+    choice = SingleStyle(style)
+    data = upload.read_bytes()
+    options = PredictOptions(choice=choice, max_size=50_000, output=OutputFormat.png)
+    # warm up at the shape the measured run uses (tiles, or a small whole image)
+    side = tile_size + 4 if variant != "untiled" else 256
+    runner.stylize(np.zeros((side, side, 3), np.uint8) + 128, choice)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status_bytes("VmRSS")
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    started = time.perf_counter()
+    result = predict_bytes(runner, data, options, max_pixels=50_000_000, min_side=1)
+    seconds = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else status_bytes("VmHWM")
+    output.write_bytes(result.data)
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "working_mib": (peak - before) / 2**20,
+                "base_mib": before / 2**20,
+                "size": [result.width, result.height],
+                "backend": runner.engine_backend,
+            }
+        )
+    )
+
+
+def run_child(
+    variant: str, upload: Path, output: Path, tile_size: int, threads: int, device: str
+) -> dict[str, float]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, __file__, "--child", variant, str(upload), str(output)]
+    command += ["--tile-size", str(tile_size), "--threads", str(threads), "--device", device]
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{variant} {upload.name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def decode(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def crop_figure(
+    untiled: Path, tiled: Path, tile_size: int, target: Path, crop: int = 320
+) -> tuple[float, float]:
+    """Untiled | tiled | difference x8 at 100%, centred on a tile corner; and the full
+    difference map (downscaled) beside them. Returns (mean, p99) difference."""
+    from app.serving.tiling import TileOptions, axis_tiles
+
+    reference, result = decode(untiled), decode(tiled)
+    difference = np.abs(reference.astype(np.int16) - result).astype(np.uint8)
+    options = TileOptions(tile_size=tile_size)
+    height, width = reference.shape[:2]
+    rows = axis_tiles(height + (-height) % 4, tile_size, options.context, options.blend)
+    cols = axis_tiles(width + (-width) % 4, tile_size, options.context, options.blend)
+    cy, cx = rows.bounds[1], cols.bounds[1]
+    box = (slice(cy - crop // 2, cy + crop // 2), slice(cx - crop // 2, cx + crop // 2))
+    amplified = np.clip(difference.astype(np.int16) * 8, 0, 255).astype(np.uint8)
+    panels = [reference[box], result[box], amplified[box]]
+    gap = np.full((crop, 8, 3), 255, np.uint8)
+    strip = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    overview = Image.fromarray(amplified.max(axis=2)).convert("RGB")
+    scale = min(crop * 3 / width, crop / height)
+    overview = overview.resize((round(width * scale), round(height * scale)), Image.Resampling.BOX)
+    draw = ImageDraw.Draw(overview)
+    for bound in rows.bounds[1:-1]:
+        draw.line([(0, bound * scale), (overview.width, bound * scale)], fill=(200, 40, 40))
+    for bound in cols.bounds[1:-1]:
+        draw.line([(bound * scale, 0), (bound * scale, overview.height)], fill=(200, 40, 40))
+    label = 28
+    canvas = Image.new("RGB", (strip.shape[1], label + crop + label + overview.height), "white")
+    canvas.paste(Image.fromarray(strip), (0, label))
+    canvas.paste(overview, (0, 2 * label + crop))
+    draw = ImageDraw.Draw(canvas)
+    # the tile corner sits at the centre of each crop: ticks on the crop edges point at it
+    for panel in range(3):
+        x0 = panel * (crop + 8)
+        draw.line([(x0 + crop // 2, label - 8), (x0 + crop // 2, label - 1)], fill="red")
+        draw.line(
+            [(x0 - 8 if panel else 0, label + crop // 2), (x0, label + crop // 2)], fill="red"
+        )
+    titles = ("untiled (reference), 100%", "tiled, exact statistics, 100%", "|difference| x 8")
+    for panel, title in enumerate(titles):
+        draw.text((panel * (crop + 8) + 4, 6), title, fill="black")
+    draw.text(
+        (4, label + crop + 6),
+        f"|difference| x 8 over the whole {width}x{height} image; red: tile borders "
+        f"(mean {difference.mean():.3f}, max {difference.max()} levels)",
+        fill="black",
+    )
+    buffer = io.BytesIO()
+    canvas.save(buffer, "JPEG", quality=90)
+    target.write_bytes(buffer.getvalue())
+    return float(difference.mean()), float(np.percentile(difference, 99))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,4,12,24,50", help="megapixels, comma-separated")
+    parser.add_argument("--untiled-max", type=float, default=24.0)
+    parser.add_argument("--tile-size", type=int, default=2048)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--figure", type=float, default=24.0, help="MP of the crop figure")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the VRAM curve")
+    parser.add_argument(
+        "--exact-max", type=float, default=50.0, help="largest MP run with exact statistics"
+    )
+    parser.add_argument("--child", nargs=3, metavar=("VARIANT", "UPLOAD", "OUTPUT"))
+    parser.add_argument("--redraw", type=float, help="only redraw the crop figure of this MP")
+    args = parser.parse_args()
+    if args.redraw:
+        stem = RESULTS / f"{args.redraw:g}"
+        figure = REPO / "docs" / "print-size-crops.jpg"
+        print(
+            crop_figure(
+                Path(f"{stem}-untiled.png"), Path(f"{stem}-tiled-exact.png"), args.tile_size, figure
+            )
+        )
+        return
+    if args.child:
+        variant, upload, output = args.child
+        child(variant, Path(upload), Path(output), args.tile_size, args.threads, args.device)
+        return
+    print(machine_header("bench/print_size.py"))
+    print(
+        f"- style {STYLE} (TransformerNet) on {args.device}, tile size {args.tile_size}, "
+        f"{args.threads} thread(s); working memory = peak "
+        + ("allocated VRAM" if args.device == "cuda" else "RSS")
+        + " during the request minus before it"
+    )
+    print("")
+    print("| MP | variant | seconds | x untiled | working MiB | mean diff | p99 diff |")
+    print("|---|---|---|---|---|---|---|")
+    sizes = [float(s) for s in args.sizes.split(",")]
+    work = RESULTS  # kept: `--redraw` rebuilds the figure from them
+    work.mkdir(parents=True, exist_ok=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for order, megapixels in enumerate(sizes):
+        upload = make_upload(megapixels, work)
+        skip = {"untiled": megapixels > args.untiled_max}
+        skip["tiled exact"] = megapixels > args.exact_max
+        variants = [v for v in VARIANTS if not skip.get(v, False)]
+        variants = variants[order % len(variants) :] + variants[: order % len(variants)]
+        results: dict[str, dict[str, float]] = {}
+        for variant in variants:
+            output = work / f"{megapixels:g}-{variant.replace(' ', '-')}.png"
+            results[variant] = run_child(
+                variant, upload, output, args.tile_size, args.threads, args.device
+            )
+        for variant in VARIANTS:
+            if variant not in results:
+                continue
+            result = results[variant]
+            output = work / f"{megapixels:g}-{variant.replace(' ', '-')}.png"
+            ratio = diff = p99 = "-"
+            if "untiled" in results:
+                ratio = f"{result['seconds'] / results['untiled']['seconds']:.2f}"
+                if variant != "untiled":
+                    reference = work / f"{megapixels:g}-untiled.png"
+                    delta = np.abs(decode(reference).astype(np.int16) - decode(output))
+                    diff, p99 = f"{delta.mean():.3f}", f"{np.percentile(delta, 99):.0f}"
+                    if variant == "tiled exact" and megapixels == args.figure:
+                        crop_figure(
+                            reference,
+                            output,
+                            args.tile_size,
+                            REPO / "docs" / "print-size-crops.jpg",
+                        )
+            w, h = result["size"]
+            with (work / f"rows-{args.device}.jsonl").open("a") as rows:
+                rows.write(json.dumps({"variant": variant, "mp": w * h / 1e6, **result}) + "\n")
+            print(
+                f"| {w * h / 1e6:.1f} ({w}x{h}) | {variant} | {result['seconds']:.1f} | "
+                f"{ratio} | {result['working_mib']:.0f} | {diff} | {p99} |",
+                flush=True,
+            )
+
+    plot(work / f"rows-{args.device}.jsonl", REPO / "docs" / f"print-size-{args.device}.png")
+
+
+def plot(rows_file: Path, target: Path) -> None:
+    """Seconds and working memory against megapixels, one line per variant, from every run's
+    rows (the latest measurement of each size and variant)."""
+    import matplotlib
+
+    latest: dict[tuple[str, float], dict] = {}
+    for line in rows_file.read_text().splitlines():
+        row = json.loads(line)
+        latest[(row["variant"], round(row["mp"], 1))] = row
+    curve: dict[str, list[tuple[float, float, float]]] = {v: [] for v in VARIANTS}
+    for (variant, mp), row in sorted(latest.items(), key=lambda item: item[0][1]):
+        curve[variant].append((mp, row["seconds"], row["working_mib"]))
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 4))
+    for variant, points in curve.items():
+        if points:
+            mp, seconds, mib = zip(*points, strict=True)
+            left.plot(mp, seconds, marker="o", label=variant)
+            right.plot(mp, mib, marker="o", label=variant)
+    left.set(xlabel="megapixels", ylabel="seconds", title="time per request")
+    memory = "peak VRAM" if "cuda" in target.name else "peak RSS"
+    right.set(xlabel="megapixels", ylabel="MiB", title=f"working memory ({memory} - before)")
+    for axes in (left, right):
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(target, dpi=90)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Print size through HTTP: a large upload at full size runs in tiles of bounded size and
+matches the untiled network (the original `multistyle26.onnx`, an independent reference)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import (
+    decode_rgb,
+    encode,
+    make_settings,
+    mean_abs_diff,
+    pattern,
+    running,
+    upstream_multistyle,
+)
+
+from app.main import create_app
+from app.serving.onnx_backend import OnnxModule
+
+CRIMSON_FIRE = 20
+TILE = 256
+
+
+def test_full_size_upload_runs_in_tiles_and_matches_the_untiled_network(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs: list[tuple[int, ...]] = []
+    call = OnnxModule.__call__
+
+    def spy(self: OnnxModule, *arrays: np.ndarray) -> np.ndarray:
+        inputs.append(arrays[0].shape)
+        return call(self, *arrays)
+
+    monkeypatch.setattr(OnnxModule, "__call__", spy)
+    # fp32 onnxruntime: the reference is fp32 too, so the bound is the tiling's alone
+    settings = make_settings(tmp_path, cache_dir, tile_size=TILE, cpu_precision="fp32")
+    pixels = pattern(460, 298, seed=7)
+    with running(create_app(settings)) as client:
+        response = client.post(
+            "/model/predict",
+            files={"image": ("photo.png", encode(pixels, "PNG"), "image/png")},
+            params={"style": "crimson-fire", "max_size": 460, "format": "png"},
+        )
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Image-Size"] == "460x298"
+    images = [shape for shape in inputs if len(shape) == 4]
+    assert images and max(h * w for _, _, h, w in images) <= TILE * TILE
+    reference = upstream_multistyle(pixels, CRIMSON_FIRE)
+    assert mean_abs_diff(decode_rgb(response.content), reference) <= 1.0
