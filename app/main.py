@@ -28,7 +28,6 @@ from app.api.routes import (
 )
 from app.api.routes.studio import mount_studio
 from app.core.config import Settings, get_settings
-from app.jobs.kinds.video import use_service
 from app.jobs.runtime import JobsRuntime
 from app.observability.logs import RequestIdMiddleware, log
 from app.observability.metrics import MetricsMiddleware, ServiceMetrics
@@ -50,10 +49,10 @@ Errors are `application/problem+json` with a machine-readable `code`.
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     service = Service(settings)
-    use_service(settings, service)  # embedded video jobs reuse the loaded networks
     service_metrics = ServiceMetrics()
     job_runtime = JobsRuntime(
         settings,
+        style_service=service,  # embedded video jobs reuse the loaded networks
         on_job_finished=lambda state, seconds: service_metrics.job_duration.labels(
             state.value
         ).observe(seconds),

@@ -53,10 +53,6 @@ class AccessControl:
         self._limit: RateLimitItem | None = parse(rate_limit) if rate_limit else None
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
 
-    @property
-    def keys_required(self) -> bool:
-        return bool(self._digests)
-
     def identify(self, request: Request) -> Client:
         """The caller's identity; 401 when keys are on and none valid was given."""
         if not self._digests:

@@ -49,7 +49,7 @@ def gatys(
     ] = None,
     backbone: Annotated[
         str | None,
-        typer.Option(help="auto, vgg19, vgg16 or efficientnet-lite0 (ATELIER_JOB_BACKBONE)."),
+        typer.Option(help="auto, vgg19, vgg16 or efficientnet-lite0 (ATELIER_GATYS_BACKBONE)."),
     ] = None,
 ) -> None:
     """Stylise CONTENT with STYLES by Gatys optimisation, with a progress bar."""
@@ -89,7 +89,7 @@ def gatys(
         configure_threads(settings.torch_threads, settings.torch_interop_threads)
         device = select_device(settings.device)
         net = load_backbone(
-            backbone or settings.job_backbone,
+            backbone or settings.gatys_backbone,
             settings.models_dir,
             device,
             cache_dir=settings.cache_dir,

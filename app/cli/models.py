@@ -71,7 +71,7 @@ def list_command() -> None:
             "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         )
     settings = get_settings()
-    for use, network in loss_networks(settings.job_backbone, settings.models_dir).items():
+    for use, network in loss_networks(settings.gatys_backbone, settings.models_dir).items():
         typer.echo(f"{use} loss network: {network}")
 
 

@@ -14,13 +14,12 @@ from tqdm import tqdm
 from app.core.config import get_settings
 from app.imaging.decode import ImageRejected
 from app.imaging.encode import OutputFormat
-from app.jobs.kinds.video import video_limits
 from app.serving.predict import PredictOptions, painting_style, predict_bytes
 from app.serving.service import Service
 from app.styles.catalog import InvalidBlend, UnknownStyle
 from app.video.encode import VideoFormat
 from app.video.pipeline import VideoOptions, VideoProgress, plan, stylize_video
-from app.video.probe import is_animated
+from app.video.probe import VideoLimits, is_animated
 from app.video.stylizer import FrameStylizer
 
 IMAGE_SUFFIXES = {
@@ -171,7 +170,7 @@ def stylize_clip(
     if requested and requested not in set(VideoFormat):
         raise ValueError(f"a clip's output must end in .mp4, .webm, .gif or .webp, not {output}")
     video_options = VideoOptions(
-        limits=video_limits(settings),
+        limits=VideoLimits.from_settings(settings),
         max_size=options.max_size,
         output=VideoFormat(requested) if requested in set(VideoFormat) else None,
         stabilize=settings.video_default_stabilize if stabilize is None else stabilize,

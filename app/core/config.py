@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Licensed photos that ship in the package (origins in its SOURCES.md), so that uploading a
@@ -19,10 +19,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_TRAINING_PHOTOS_DIR = Path(__file__).resolve().parents[1] / "training" / "default_photos"
 
 
+def _gatys_alias(name: str) -> AliasChoices:
+    """A Gatys-only setting: ATELIER_GATYS_<NAME>, or its deprecated ATELIER_JOB_<NAME>."""
+    return AliasChoices(f"ATELIER_GATYS_{name.upper()}", f"ATELIER_JOB_{name.upper()}")
+
+
 class Settings(BaseSettings):
     """All tunables of the service; defaults suit the embedded single-machine run."""
 
-    model_config = SettingsConfigDict(env_prefix="ATELIER_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="ATELIER_", env_file=None, extra="ignore", validate_by_name=True
+    )
 
     # Where things live.
     data_dir: Path = Field(Path("data"), description="All mutable state: caches, jobs, results.")
@@ -138,18 +145,42 @@ class Settings(BaseSettings):
         None,
         description="Run jobs on a thread of the API process; None = on when no broker is set.",
     )
-    job_backbone: Literal["auto", "vgg19", "vgg16", "efficientnet-lite0"] = Field(
+    gatys_backbone: Literal["auto", "vgg19", "vgg16", "efficientnet-lite0"] = Field(
         "auto",
         description="Feature network for Gatys jobs; auto = VGG-19 when fetched, else the "
         "VGG-16 (fetched or in-box), else EfficientNet-Lite0.",
+        validation_alias=_gatys_alias("backbone"),
     )
-    job_default_iterations: int = Field(300, ge=1, description="Iterations when a job names none.")
-    job_max_iterations: int = Field(1000, ge=1, description="Largest `iterations` a job may ask.")
-    job_default_size: int = Field(512, ge=16, description="Output long side when a job names none.")
-    job_max_size: int = Field(
-        1024, ge=16, description="Largest output (and style image) long side a job may ask."
+    gatys_default_iterations: int = Field(
+        300,
+        ge=1,
+        description="Iterations when a job names none.",
+        validation_alias=_gatys_alias("default_iterations"),
     )
-    job_max_style_images: int = Field(4, ge=1, description="Style images per job.")
+    gatys_max_iterations: int = Field(
+        1000,
+        ge=1,
+        description="Largest `iterations` a job may ask.",
+        validation_alias=_gatys_alias("max_iterations"),
+    )
+    gatys_default_size: int = Field(
+        512,
+        ge=16,
+        description="Output long side when a job names none.",
+        validation_alias=_gatys_alias("default_size"),
+    )
+    gatys_max_size: int = Field(
+        1024,
+        ge=16,
+        description="Largest output (and style image) long side a job may ask.",
+        validation_alias=_gatys_alias("max_size"),
+    )
+    gatys_max_style_images: int = Field(
+        4,
+        ge=1,
+        description="Style images per job.",
+        validation_alias=_gatys_alias("max_style_images"),
+    )
     job_max_queued_per_client: int = Field(
         5, ge=1, description="Queued plus running jobs per client (API key, else IP) before 429."
     )

@@ -29,9 +29,3 @@ def has_fast_bf16(flags: frozenset[str] | None = None) -> bool:
     """bf16 matrix units (AMX) or AVX-512 BF16: where bf16 autocast beats fp32 on the CPU."""
     flags = cpu_flags() if flags is None else flags
     return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def has_vnni(flags: frozenset[str] | None = None) -> bool:
-    """Int8 dot-product instructions, which make int8 convolutions faster than fp32."""
-    flags = cpu_flags() if flags is None else flags
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)

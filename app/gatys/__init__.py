@@ -4,7 +4,8 @@ The job runners own scheduling and persistence; this package only turns a conten
 style images into a stylised image, reporting progress and honouring cancellation as it goes.
 """
 
-from app.gatys.optimize import Cancelled, GatysOptions, Progress, run
+from app.core.progress import Cancelled
+from app.gatys.optimize import GatysOptions, Progress, run
 from app.perceptual.backbones import (
     BACKBONE_NAMES,
     Backbone,

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from app.core.progress import Cancelled
 from app.perceptual.backbones import Backbone, LossWeights
 from app.perceptual.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 
@@ -139,10 +140,6 @@ class Progress:
     elapsed_s: float
     eta_s: float | None
     scale: int
-
-
-class Cancelled(Exception):
-    """`should_cancel` returned True; raised before the next evaluation starts."""
 
 
 def run(

@@ -22,19 +22,21 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.config import Settings
 from app.core.device import select_device
-from app.gatys.optimize import Cancelled
+from app.core.progress import Cancelled
 from app.imaging.encode import OutputFormat, encode_image
 from app.jobs.history import HistoryPoint, HistorySampler
 from app.jobs.kinds import UnknownJobKind, get_kind
-from app.jobs.kinds.base import ProgressReport
+from app.jobs.kinds.base import ProgressUpdate
 from app.jobs.lease import LeaseKeeper
 from app.jobs.memory import JobOutOfMemory, is_out_of_memory
 from app.jobs.models import BlobKind, Job, JobState
 from app.jobs.store import JobStore
 from app.jobs.stored_inputs import JobInputError
+from app.jobs.style_networks import PROCESS_NETWORKS, StyleNetworks
 from app.observability.logs import job_id_var
 from app.observability.paths import without_paths
 from app.perceptual.backbones import Backbone, BackboneUnavailable, load_backbone
+from app.serving.service import Service
 
 log = logging.getLogger("atelier.jobs.execute")
 
@@ -81,6 +83,7 @@ def execute_job(
     *,
     stop: threading.Event | None = None,
     backbones: BackboneCache | None = None,
+    networks: StyleNetworks | None = None,
 ) -> JobState | None:
     """Run a job `worker_id` has claimed; returns its end state, or None when the job turned
     out not to be ours (lease lost). Setting `stop` hands the job back to the queue."""
@@ -93,7 +96,7 @@ def execute_job(
         with LeaseKeeper(store, job_id, worker_id, settings.job_lease_seconds) as lease:
             context = _Context(
                 store, job, worker_id, settings, stop or threading.Event(), lease.lost,
-                backbones or BACKBONES,
+                backbones or BACKBONES, networks or PROCESS_NETWORKS,
             )  # fmt: skip
             return context.execute()
     finally:
@@ -112,6 +115,7 @@ class _Context:
         stop: threading.Event,
         lease_lost: threading.Event,
         backbones: BackboneCache,
+        networks: StyleNetworks,
     ) -> None:
         self.store = store
         self.job = job
@@ -121,6 +125,7 @@ class _Context:
         self.device = torch.device("cpu")
         self.database = store.engine
         self._backbones = backbones
+        self._networks = networks
         self._backbone_name: str | None = None
         self._writer = _ProgressWriter(store, job.id, worker_id)
         self._stop_check = _StopCheck(store, job.id, worker_id, stop, lease_lost)
@@ -133,6 +138,9 @@ class _Context:
     def inputs(self, kind: BlobKind) -> list[bytes]:
         return self.store.blobs(self.job.id, kind)
 
+    def style_service(self) -> Service:
+        return self._networks.get(self.settings)
+
     def backbone(self, name: str, preferred: str = "vgg19") -> Backbone:
         network = self._backbones.get(
             name, self.settings.models_dir, self.device, preferred, self.settings.cache_dir
@@ -143,7 +151,7 @@ class _Context:
             raise _LeaseLost
         return network
 
-    def report(self, progress: ProgressReport) -> None:
+    def report(self, progress: ProgressUpdate) -> None:
         self._writer(progress)
 
     def save_preview(self, image: np.ndarray) -> None:
@@ -254,11 +262,11 @@ class _ProgressWriter:
         self.job_id = job_id
         self.worker_id = worker_id
         self._written_at = float("-inf")
-        self._pending: ProgressReport | None = None
+        self._pending: ProgressUpdate | None = None
         self._sampler = HistorySampler()
         self._points: list[HistoryPoint] = []
 
-    def __call__(self, progress: ProgressReport) -> None:
+    def __call__(self, progress: ProgressUpdate) -> None:
         losses = (progress.content_loss, progress.style_loss, progress.tv_loss)
         point = self._sampler.add(progress.iteration, progress.total, losses)
         if point is not None:
@@ -274,7 +282,7 @@ class _ProgressWriter:
         if self._pending is not None:
             self._write(self._pending)
 
-    def _write(self, progress: ProgressReport) -> None:
+    def _write(self, progress: ProgressUpdate) -> None:
         self._pending = None
         points, self._points = self._points, []
         try:

@@ -18,7 +18,9 @@ from app.jobs.models import JobState
 from app.jobs.runners.celery_worker import RUN_JOB, create_celery_app
 from app.jobs.runners.local import LocalRunner
 from app.jobs.store import JobStore
+from app.jobs.style_networks import StyleNetworks
 from app.jobs.sweeper import LeaseSweeper
+from app.serving.service import Service
 
 log = logging.getLogger("atelier.jobs")
 
@@ -28,17 +30,26 @@ class JobsRuntime:
         self,
         settings: Settings,
         *,
+        style_service: Service | None = None,
         on_job_finished: Callable[[JobState, float], None] | None = None,
     ) -> None:
+        """`style_service`: this process's loaded networks, lent to embedded video jobs."""
         self.settings = settings
         self.store = JobStore(settings.job_database_url)
         self.celery = (
             create_celery_app(settings, producer_only=True) if settings.broker_url else None
         )
+        networks = StyleNetworks(lent=style_service)
         # One embedded runner per kind, so a long job of one kind never blocks another kind.
         self.runners = (
             [
-                LocalRunner(self.store, settings, on_finished=on_job_finished, kinds=[kind])
+                LocalRunner(
+                    self.store,
+                    settings,
+                    networks=networks,
+                    on_finished=on_job_finished,
+                    kinds=[kind],
+                )
                 for kind in KINDS
             ]
             if settings.runs_embedded_worker

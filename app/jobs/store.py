@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.engine import make_url
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Update
 
 from app.core.database import upgrade_schema
+from app.core.progress import ProgressUpdate
 from app.jobs.history import HistoryPoint
 from app.jobs.models import TERMINAL_STATES, BlobKind, Job, JobBlob, JobHistoryRow, JobState
 
@@ -68,43 +69,6 @@ class NewJob:
         inputs = [JobInput(BlobKind.content, content)]
         inputs += [JobInput(BlobKind.style, data) for data in styles]
         return cls(options, total, inputs, "gatys", backbone, owner)
-
-
-class EngineProgress(Protocol):
-    """What every engine's progress report has (app.gatys and app.training both do)."""
-
-    iteration: int
-    total: int
-    content_loss: float
-    style_loss: float
-    tv_loss: float
-    eta_s: float | None
-
-
-@dataclass(frozen=True)
-class ProgressUpdate:
-    """One progress step as a client sees it. `metrics` holds kind-specific numbers
-    (images_per_s for training, frames and fps for video), shown as they are."""
-
-    iteration: int
-    total: int
-    content_loss: float | None = None
-    style_loss: float | None = None
-    tv_loss: float | None = None
-    eta_s: float | None = None
-    metrics: dict[str, float] | None = None
-
-    @classmethod
-    def of(cls, progress: EngineProgress, **metrics: float) -> ProgressUpdate:
-        return cls(
-            iteration=progress.iteration,
-            total=progress.total,
-            content_loss=progress.content_loss,
-            style_loss=progress.style_loss,
-            tv_loss=progress.tv_loss,
-            eta_s=progress.eta_s,
-            metrics=metrics or None,
-        )
 
 
 @dataclass(frozen=True)
@@ -168,10 +132,6 @@ class JobStore:
         self.clock = clock
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._schema_ready = False
-
-    @property
-    def is_postgres(self) -> bool:
-        return self.engine.dialect.name == "postgresql"
 
     def create_schema(self) -> None:
         """Create or migrate the tables (app.core.database), once per store."""
@@ -404,17 +364,7 @@ class JobStore:
         return self._update_owned(job_id, worker_id, lease_expires=expires)
 
     def update_progress(self, job_id: str, worker_id: str, progress: ProgressUpdate) -> bool:
-        return self._update_owned(
-            job_id,
-            worker_id,
-            iteration=progress.iteration,
-            total=progress.total,
-            content_loss=progress.content_loss,
-            style_loss=progress.style_loss,
-            tv_loss=progress.tv_loss,
-            eta_s=progress.eta_s,
-            metrics=progress.metrics or None,
-        )
+        return self._update_owned(job_id, worker_id, **progress.columns())
 
     def append_history(self, job_id: str, worker_id: str, points: list[HistoryPoint]) -> bool:
         """Add points to the loss curve of a job this worker holds. Points from an earlier
@@ -663,10 +613,7 @@ class JobStore:
             "lease_expires": None,
             "started_at": None,
             "iteration": Job.checkpoint_iteration,
-            "content_loss": None,
-            "style_loss": None,
-            "tv_loss": None,
-            "eta_s": None,
+            **ProgressUpdate.cleared_columns(),
             "has_preview": False,
         }
 

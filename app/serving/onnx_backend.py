@@ -13,26 +13,16 @@ OpenMP workers would otherwise spin on the same cores as onnxruntime's after eve
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
-import threading
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-OPSET = 17
-# Input or output name -> {axis: symbolic name}, as torch.onnx.export takes them.
-DynamicAxes = dict[str, dict[int, str]]
-# torch.onnx.export keeps global state: two exports at once (two apps loading in one process)
-# corrupt each other, so exports are serialised.
-_EXPORT_LOCK = threading.Lock()
-
+from app.core.files import atomic_path
+from app.weights import onnx_export
+from app.weights.onnx_export import DynamicAxes
 
 # Bump when a network's forward changes: the export cache key includes it with the weights.
 EXPORT_VERSION = 3
@@ -42,42 +32,12 @@ def state_digest(module: nn.Module) -> str:
     """Short hash of what an export depends on: weights, module type, torch, opset, our code."""
     digest = hashlib.sha256()
     digest.update(
-        f"{type(module).__qualname__}|{torch.__version__}|{OPSET}|{EXPORT_VERSION}".encode()
+        f"{type(module).__qualname__}|{torch.__version__}|{onnx_export.OPSET}|{EXPORT_VERSION}".encode()
     )
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-# What every cold export prints, each understood: (category, message regex, why it is harmless).
-UNDERSTOOD_EXPORT_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
-    # Deliberate: the TorchScript exporter (dynamo=False) handles our dynamic-size graphs.
-    (DeprecationWarning, r"You are using the legacy TorchScript-based ONNX export"),
-    # Raised by torch's own legacy exporter internals, not by our call.
-    (DeprecationWarning, r"The feature will be removed\. Please remove usage of this function"),
-    # Reflection padding's reversed slices (step -1) stay Slice ops: correct, only not folded.
-    (UserWarning, r"Constant folding - Only steps=1 can be constant folded"),
-    # Instance norm always normalises with the input's own statistics, as the nets were trained.
-    (UserWarning, r"ONNX export mode is set to TrainingMode\.EVAL, but operator 'instance_norm'"),
-    # A shape check (the transformer's minimum side) traced once; the runner checks sizes first.
-    (torch.jit.TracerWarning, r"Converting a tensor to a Python boolean"),
-)
-# Only for fixed-size exports (the style predictor, always 256x256): TF "SAME" paddings computed
-# from the traced shape are exact there. With dynamic sizes this warning would be a real bug.
-FIXED_SIZE_EXPORT_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
-    (torch.jit.TracerWarning, r"Converting a tensor to a Python float"),
-)
-
-
-@contextlib.contextmanager
-def understood_export_warnings_silenced(*, fixed_size: bool = False) -> Iterator[None]:
-    """Hide exactly the warnings above during an export; anything else still shows."""
-    understood = UNDERSTOOD_EXPORT_WARNINGS + (FIXED_SIZE_EXPORT_WARNINGS if fixed_size else ())
-    with warnings.catch_warnings():
-        for category, message in understood:
-            warnings.filterwarnings("ignore", message=message, category=category)
-        yield
 
 
 def export_onnx(
@@ -91,27 +51,12 @@ def export_onnx(
 ) -> None:
     """Export atomically, with dynamic height/width on the first input and the output unless
     `dynamic` is off; `axes` names the dynamic axes instead (graphs with other outputs)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
     if axes is None and dynamic:
         axes = {input_names[0]: {2: "h", 3: "w"}, "output": {1: "h", 2: "w"}}
-    try:
-        with _EXPORT_LOCK, understood_export_warnings_silenced(fixed_size=not dynamic):
-            torch.onnx.export(
-                module,
-                example,
-                tmp,
-                input_names=input_names,
-                output_names=["output"],
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                dynamo=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as temporary:
+        onnx_export.export_onnx(
+            module, example, temporary, input_names=input_names, dynamic_axes=axes
+        )
 
 
 def cached_export(

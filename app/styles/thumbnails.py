@@ -6,8 +6,6 @@ is keyed by style name, so a re-registered user style must call `invalidate`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from app.core.files import write_atomic
 from app.imaging.encode import OutputFormat, encode_image
 
 REFERENCE_CREDIT = "Chelsea the cat, Stefan van der Walt, CC0 (scikit-image sample data)"
@@ -40,11 +39,7 @@ class ThumbnailCache:
         if path.exists():
             return path.read_bytes()
         data = encode_image(render(reference_photo()), OutputFormat.jpeg, quality=85)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
+        write_atomic(path, data)
         return data
 
     def invalidate(self, name: str) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from app.core.files import write_atomic
 from app.training.photos import SamplerState
 
 
@@ -56,11 +56,8 @@ def checkpoint_from_bytes(data: bytes) -> TrainingCheckpoint:
 
 
 def save_checkpoint(path: Path, checkpoint: TrainingCheckpoint) -> None:
-    """Write to a temporary file then rename, so a crash mid-write never leaves a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(checkpoint_to_bytes(checkpoint))
-    os.replace(temporary, path)
+    """Atomic, so a crash mid-write never leaves a torn file."""
+    write_atomic(path, checkpoint_to_bytes(checkpoint))
 
 
 def load_checkpoint(path: Path) -> TrainingCheckpoint:

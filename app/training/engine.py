@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from app.core.cpu_features import has_fast_bf16
-from app.gatys.optimize import Cancelled
+from app.core.progress import Cancelled
 from app.nets.transformer_net import TransformerNet, clean_state_dict
 from app.perceptual.backbones import Backbone
 from app.perceptual.losses import content_loss, gram_matrix, style_loss, total_variation_loss

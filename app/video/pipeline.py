@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.gatys.optimize import Cancelled
+from app.core.progress import Cancelled
 from app.video.checkpoint import VideoCheckpoint, load_checkpoint
 from app.video.encode import (
     MEDIA_TYPES,

@@ -18,13 +18,16 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 from PIL import Image
 
 from app.imaging.decode import ImageRejected, _exif_orientation
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
 
 
 class MediaKind(StrEnum):
@@ -70,6 +73,16 @@ class VideoLimits:
     max_duration_s: float
     max_frames: int
     max_frame_pixels: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VideoLimits:
+        """The `ATELIER_VIDEO_MAX_*` limits, the same for the API, the CLI and the workers."""
+        return cls(
+            max_bytes=settings.video_max_bytes,
+            max_duration_s=settings.video_max_duration_s,
+            max_frames=settings.video_max_frames,
+            max_frame_pixels=settings.video_max_frame_pixels,
+        )
 
 
 @dataclass(frozen=True)
@@ -367,8 +380,3 @@ def _probe_image(path: Path, kind: MediaKind, limits: VideoLimits) -> MediaInfo:
 def frame_duration_ms(image: Image.Image) -> int:
     """The current frame's display time as stored in the file (0 when absent)."""
     return int(image.info.get("duration", 0) or 0)
-
-
-def frame_rate(fps: float) -> Fraction:
-    """A rational rate for encoders, e.g. 29.97 -> 30000/1001."""
-    return Fraction(fps).limit_denominator(1001)

@@ -11,7 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, load_file, save
 
 from app.nets.transformer_net import TransformerNet, clean_state_dict
-from app.serving.onnx_backend import understood_export_warnings_silenced
+from app.weights.onnx_export import export_onnx
 
 
 class CheckpointError(ValueError):
@@ -65,11 +65,7 @@ def transformer_net_onnx(net: TransformerNet) -> bytes:
     buffer = io.BytesIO()
     example = torch.rand(1, 3, 64, 64) * 255.0
     axes = {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}}
-    with understood_export_warnings_silenced():
-        torch.onnx.export(
-            net.eval(), (example,), buffer, input_names=["input"], output_names=["output"],
-            dynamic_axes=axes, opset_version=17, dynamo=False,
-        )  # fmt: skip
+    export_onnx(net.eval(), (example,), buffer, input_names=["input"], dynamic_axes=axes)
     return buffer.getvalue()
 
 

@@ -181,7 +181,7 @@ def wait_for(condition: Callable[[], T | None], timeout: float, what: str, step:
 
 # Tiny-job timings: leases lapse, sweeps and idle polls happen within a second or so.
 JOB_TEST_SETTINGS: dict[str, object] = {
-    "job_backbone": "efficientnet-lite0",
+    "gatys_backbone": "efficientnet-lite0",
     "job_lease_seconds": 5.0,
     "job_sweep_interval_s": 0.5,
     "job_poll_interval_s": 0.2,

@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from app.core.config import Settings
+from app.core.progress import ProgressUpdate
 from app.jobs.execute import execute_job
 from app.jobs.models import BlobKind, JobState
-from app.jobs.store import JobStore, ProgressUpdate
+from app.jobs.store import JobStore
 
 WORKER = "test-worker"
 LONG_RUN = 1000  # iterations no test waits for: only cancellation or a stop ends it early
@@ -24,7 +25,7 @@ def job_settings(tmp_path: Path) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         models_dir=tmp_path / "models",
-        job_backbone="efficientnet-lite0",
+        gatys_backbone="efficientnet-lite0",
         job_lease_seconds=5.0,
     )
 

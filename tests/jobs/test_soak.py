@@ -203,7 +203,7 @@ def check_end_state(
     stuck = [job for job in rows.values() if job.state not in TERMINAL_STATES]
     assert not stuck, f"jobs not finished: {describe(rows)}"
     content_means = np.array([p.colour for p in plans], np.float64)
-    backbone = BACKBONES.get(settings.job_backbone, settings.models_dir, torch.device("cpu"))
+    backbone = BACKBONES.get(settings.gatys_backbone, settings.models_dir, torch.device("cpu"))
     for plan in plans:
         job = rows[plan.job_id]
         label = f"job {plan.index} ({plan.cancel}, DELETE saw {plan.cancel_answer})"
@@ -411,7 +411,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         ATELIER_DATABASE_URL=str(settings.database_url),
         ATELIER_DATA_DIR=str(settings.data_dir),
         ATELIER_MODELS_DIR=str(settings.models_dir),
-        ATELIER_JOB_BACKBONE=settings.job_backbone,
+        ATELIER_GATYS_BACKBONE=settings.gatys_backbone,
         ATELIER_JOB_LEASE_SECONDS=str(settings.job_lease_seconds),
         ATELIER_JOB_SWEEP_INTERVAL_S=str(settings.job_sweep_interval_s),
         ATELIER_JOB_MAX_ATTEMPTS=str(settings.job_max_attempts),

@@ -12,9 +12,10 @@ from datetime import datetime
 
 import pytest
 
+from app.core.progress import ProgressUpdate
 from app.jobs.lease import holder_is_dead, make_worker_id
 from app.jobs.models import BlobKind, JobState, UTCDateTime
-from app.jobs.store import JobNotFound, JobStore, ProgressUpdate
+from app.jobs.store import JobNotFound, JobStore
 from app.jobs.sweeper import LeaseSweeper
 
 LEASE = 30.0
@@ -205,6 +206,21 @@ def test_expire_lease_makes_the_next_sweep_act(store: JobStore, helpers) -> None
     assert not store.expire_lease(job.id, "someone-else")
     assert store.expire_lease(job.id, "w1")
     assert [o.state for o in store.requeue_expired(max_attempts=3)] == [JobState.queued]
+
+
+def test_a_requeued_job_shows_none_of_its_last_attempts_progress(store: JobStore, helpers):
+    """A requeued video job must not keep showing the dead attempt's frame rate."""
+    job = store.create(helpers.job())
+    store.claim("w1", LEASE)
+    last_attempt = ProgressUpdate(7, 10, 1.0, 2.0, 0.5, 3.0, metrics={"fps": 24.0})
+    assert store.update_progress(job.id, "w1", last_attempt)
+    assert store.get(job.id).metrics == {"fps": 24.0}
+    assert store.expire_lease(job.id, "w1")
+    assert [o.state for o in store.requeue_expired(max_attempts=3)] == [JobState.queued]
+    requeued = store.get(job.id)
+    assert requeued.iteration == 0
+    assert (requeued.content_loss, requeued.style_loss, requeued.tv_loss) == (None, None, None)
+    assert (requeued.eta_s, requeued.metrics) == (None, None)
 
 
 def test_release_requeues_without_spending_an_attempt(store: JobStore, helpers) -> None:

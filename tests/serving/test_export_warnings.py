@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from conftest import make_settings
 
-from app.serving.onnx_backend import understood_export_warnings_silenced
 from app.serving.service import Service
+from app.weights.onnx_export import understood_export_warnings_silenced
 
 # What `make run` printed at every cold start before (the list).
 COLD_START_NOISE = (

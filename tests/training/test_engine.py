@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.gatys.optimize import Cancelled
+from app.core.progress import Cancelled
 from app.nets.transformer_net import TransformerNet
 from app.perceptual.backbones import Backbone, load_backbone
 from app.perceptual.losses import gram_matrix

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.gatys.optimize import Cancelled
+from app.core.progress import Cancelled
 from app.video.encode import IncompatibleOutput, VideoFormat
 from app.video.pipeline import VideoOptions, stylize_video
 from app.video.probe import VideoLimits, VideoRejected, VideoTooLong

@@ -24,6 +24,7 @@ from app.api.job_submission import check_pending, enqueue, invalid, normalised_p
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import FileList, unknown_style
 from app.core.config import Settings
+from app.core.progress import PROGRESS_FIELDS
 from app.gatys.optimize import GatysOptions
 from app.imaging.encode import MEDIA_TYPES, OutputFormat, encode_image
 from app.jobs.kinds.gatys_options import DOWNSCALE_FACTOR, options_to_json
@@ -83,8 +84,11 @@ def owned_job(jobs: JobsRuntime, job_id: str, client: Client) -> Job:
 
 
 class JobProgress(BaseModel):
-    iteration: int = Field(description="Objective evaluations done so far.")
-    total: int = Field(description="Evaluations the job will run.")
+    iteration: int = Field(
+        description="Units of work done so far: objective evaluations (Gatys), optimiser steps "
+        "(training) or frames (video)."
+    )
+    total: int = Field(description="Units of work the job will do.")
     percent: float
     content_loss: float | None
     style_loss: float | None
@@ -139,14 +143,7 @@ class JobResource(BaseModel):
             attempts=job.attempts,
             cancel_requested=job.cancel_requested,
             progress=JobProgress(
-                iteration=job.iteration,
-                total=job.total,
-                percent=job.percent,
-                content_loss=job.content_loss,
-                style_loss=job.style_loss,
-                tv_loss=job.tv_loss,
-                eta_s=job.eta_s,
-                metrics=job.metrics,
+                percent=job.percent, **{name: getattr(job, name) for name in PROGRESS_FIELDS}
             ),
             timings=job.timings,
             error=job.error,
@@ -236,8 +233,8 @@ async def submit_job(
     options = _build_options(
         settings,
         len(uploads),
-        iterations=iterations if iterations is not None else settings.job_default_iterations,
-        size=size if size is not None else settings.job_default_size,
+        iterations=iterations if iterations is not None else settings.gatys_default_iterations,
+        size=size if size is not None else settings.gatys_default_size,
         content_weight=content_weight,
         style_weight=style_weight,
         tv_weight=tv_weight,
@@ -261,7 +258,7 @@ async def submit_job(
     ]
     new = NewJob.gatys(
         options=options_to_json(options, allow_downscale=allow_downscale),
-        backbone=settings.job_backbone,
+        backbone=settings.gatys_backbone,
         total=options.iterations,
         content=content_png,
         styles=style_pngs,
@@ -461,11 +458,11 @@ def _check_style_source(
         )
     if not uploads:
         raise invalid("style", "upload at least one style image")
-    if len(uploads) > settings.job_max_style_images:
+    if len(uploads) > settings.gatys_max_style_images:
         raise invalid(
             "style",
-            f"{len(uploads)} style images; at most {settings.job_max_style_images} "
-            "(ATELIER_JOB_MAX_STYLE_IMAGES)",
+            f"{len(uploads)} style images; at most {settings.gatys_max_style_images} "
+            "(ATELIER_GATYS_MAX_STYLE_IMAGES)",
         )
 
 
@@ -482,17 +479,17 @@ def _parse_list(raw: str | None, kind: type[float] | type[int], field: str) -> A
 def _build_options(settings: Settings, style_count: int, **values: Any) -> GatysOptions:
     """Service limits first (they name their setting), then the engine's own validation."""
     limits = {
-        "iterations": (values["iterations"], settings.job_max_iterations, "JOB_MAX_ITERATIONS"),
-        "size": (values["size"], settings.job_max_size, "JOB_MAX_SIZE"),
+        "iterations": (values["iterations"], settings.gatys_max_iterations, "GATYS_MAX_ITERATIONS"),
+        "size": (values["size"], settings.gatys_max_size, "GATYS_MAX_SIZE"),
     }
     for field, (value, limit, setting) in limits.items():
         if value > limit:
             raise invalid(field, f"{value} exceeds the limit {limit} (ATELIER_{setting})")
     for scale in values["scales"] or ():
-        if scale > settings.job_max_size:
+        if scale > settings.gatys_max_size:
             raise invalid(
                 "scales",
-                f"{scale} exceeds the limit {settings.job_max_size} (ATELIER_JOB_MAX_SIZE)",
+                f"{scale} exceeds the limit {settings.gatys_max_size} (ATELIER_GATYS_MAX_SIZE)",
             )
     blend = values["style_blend"]
     if blend is not None and len(blend) != style_count:
@@ -502,11 +499,11 @@ def _build_options(settings: Settings, style_count: int, **values: Any) -> Gatys
     except (TypeError, ValueError) as exc:
         raise ProblemError(422, "invalid_parameter", str(exc)) from exc
     style_side = options.style_side()
-    if style_side > settings.job_max_size:
+    if style_side > settings.gatys_max_size:
         raise invalid(
             "style_scale",
             f"style images would be {style_side} px on the long side; at most "
-            f"{settings.job_max_size} (ATELIER_JOB_MAX_SIZE)",
+            f"{settings.gatys_max_size} (ATELIER_GATYS_MAX_SIZE)",
         )
     return options
 

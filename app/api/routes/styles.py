@@ -86,7 +86,7 @@ def metadata(service: Service = Depends(get_service)) -> ModelMetadata:
         version=__version__,
         default_style=service.default_style,
         styles=len(service.catalog),
-        loss_networks=loss_networks(service.settings.job_backbone, service.settings.models_dir),
+        loss_networks=loss_networks(service.settings.gatys_backbone, service.settings.models_dir),
     )
 
 

@@ -27,7 +27,7 @@ from app.api.uploads import (
     resolve_style,
 )
 from app.imaging.decode_budget import DecodeBudget
-from app.jobs.kinds.video import VideoJobOptions, VideoStyle, video_limits
+from app.jobs.kinds.video import VideoJobOptions, VideoStyle
 from app.jobs.models import BlobKind
 from app.jobs.runtime import JobsRuntime
 from app.jobs.store import JobInput, NewJob
@@ -35,7 +35,7 @@ from app.serving.service import Service
 from app.styles.user_styles import UserStyleStore
 from app.video.encode import IncompatibleOutput, VideoFormat
 from app.video.pipeline import VideoOptions, plan
-from app.video.probe import MediaInfo, VideoRejected
+from app.video.probe import MediaInfo, VideoLimits, VideoRejected
 from app.video.stabilize import MAX_STABILIZE
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=JobsRoute)
@@ -107,7 +107,9 @@ async def submit_video_job(
             "upload_too_large",
             f"the clip exceeds {settings.video_max_bytes:,} bytes (ATELIER_VIDEO_MAX_BYTES)",
         )
-    engine_options = VideoOptions(limits=video_limits(settings), max_size=size, output=format)
+    engine_options = VideoOptions(
+        limits=VideoLimits.from_settings(settings), max_size=size, output=format
+    )
     info = await run_in_threadpool(_checked, data, engine_options, service.decode_budget)
     options = VideoJobOptions(
         style=video_style,

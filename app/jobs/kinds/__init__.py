@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressReport, queue_name
+from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressUpdate, queue_name
 
 KINDS: dict[str, str] = {
     "gatys": "app.jobs.kinds.gatys:GatysKind",
@@ -37,7 +37,7 @@ __all__ = [
     "JobContext",
     "JobKind",
     "JobResult",
-    "ProgressReport",
+    "ProgressUpdate",
     "UnknownJobKind",
     "get_kind",
     "queue_name",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from app.jobs.store import ProgressUpdate
+from app.core.progress import ProgressUpdate
 
 if TYPE_CHECKING:
     import torch
@@ -24,10 +24,7 @@ if TYPE_CHECKING:
     from app.core.config import Settings
     from app.jobs.models import BlobKind, Job
     from app.perceptual.backbones import Backbone
-
-
-# A kind reports progress with the store's record of it (one shape from engine to client).
-ProgressReport = ProgressUpdate
+    from app.serving.service import Service
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,11 @@ class JobContext(Protocol):
         the job row records which one ran."""
         ...
 
-    def report(self, progress: ProgressReport) -> None:
+    def style_service(self) -> Service:
+        """The loaded instant-style networks (the API's own when the job runs embedded)."""
+        ...
+
+    def report(self, progress: ProgressUpdate) -> None:
         """Record progress (throttled; the last step is always written)."""
         ...
 
@@ -67,7 +68,7 @@ class JobContext(Protocol):
 
     def should_stop(self) -> bool:
         """True once the job was cancelled, the worker is shutting down or the lease was lost;
-        a kind then raises `Cancelled` (app.gatys.optimize) at its next safe point."""
+        a kind then raises `Cancelled` (app.core.progress) at its next safe point."""
         ...
 
     def load_checkpoint(self) -> bytes | None:

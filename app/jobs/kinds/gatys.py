@@ -14,7 +14,7 @@ import numpy as np
 
 from app.gatys.optimize import GatysOptions, run
 from app.imaging.encode import OutputFormat, encode_image
-from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressReport
+from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressUpdate
 from app.jobs.kinds.gatys_options import JobOptions, downscaled, options_from_json
 from app.jobs.memory import JobOutOfMemory, is_out_of_memory, memory_kind, release_memory
 from app.jobs.models import BlobKind
@@ -35,7 +35,7 @@ class GatysKind(JobKind):
             options = options_from_json(context.job.options)
         except (TypeError, ValueError) as exc:
             raise JobInputError(f"the stored options are invalid: {exc}") from exc
-        backbone = context.backbone(context.job.backbone or context.settings.job_backbone)
+        backbone = context.backbone(context.job.backbone or context.settings.gatys_backbone)
 
         def engine(gatys: GatysOptions) -> np.ndarray:
             return run(
@@ -44,7 +44,7 @@ class GatysKind(JobKind):
                 gatys,
                 backbone,
                 device=context.device,
-                on_progress=lambda progress: context.report(ProgressReport.of(progress)),
+                on_progress=lambda progress: context.report(ProgressUpdate.of(progress)),
                 on_preview=context.save_preview,
                 should_cancel=context.should_stop,
             )

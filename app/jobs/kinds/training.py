@@ -21,10 +21,10 @@ import numpy as np
 from torch import Tensor
 
 from app.core.config import Settings
-from app.gatys.optimize import Cancelled
+from app.core.progress import Cancelled
 from app.imaging.decode import ImageRejected, decode_image
 from app.imaging.encode import OutputFormat, encode_image
-from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressReport
+from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressUpdate
 from app.jobs.models import BlobKind
 from app.jobs.stored_inputs import JobInputError, decode_stored
 from app.nets.transformer_net import TransformerNet
@@ -144,7 +144,7 @@ class TrainingKind(JobKind):
 
         def report(progress: Progress) -> None:
             speed = round(progress.images_per_s, 3)
-            context.report(ProgressReport.of(progress, images_per_s=speed))
+            context.report(ProgressUpdate.of(progress, images_per_s=speed))
 
         start = warm_start_weights(context.settings) if options.train.warm_start else None
         result = train(

@@ -9,8 +9,6 @@ app/video/ and knows nothing of jobs: this module only adapts the JobContext to 
 from __future__ import annotations
 
 import tempfile
-import threading
-import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,8 @@ from typing import Any
 import torch
 
 from app.core.config import Settings
-from app.gatys.optimize import Cancelled
-from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressReport
+from app.core.progress import Cancelled
+from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressUpdate
 from app.jobs.models import BlobKind
 from app.serving.predict import painting_style
 from app.serving.service import Service
@@ -36,7 +34,6 @@ from app.video.pipeline import VideoOptions, VideoProgress, stylize_video
 from app.video.probe import VideoLimits
 from app.video.stylizer import FrameStylizer
 
-SERVICE_READY_TIMEOUT_S = 300.0
 CHECKPOINT_EVERY_S = 10.0  # a crash loses at most this much work, plus one chunk
 
 
@@ -90,50 +87,6 @@ class VideoJobOptions:
         )
 
 
-def video_limits(settings: Settings) -> VideoLimits:
-    return VideoLimits(
-        max_bytes=settings.video_max_bytes,
-        max_duration_s=settings.video_max_duration_s,
-        max_frames=settings.video_max_frames,
-        max_frame_pixels=settings.video_max_frame_pixels,
-    )
-
-
-# An API app's Service is only borrowed (weakly: it goes when the app goes); one loaded here, on
-# a worker with no app, is kept for the life of the process.
-_shared: list[tuple[weakref.ref[Settings], weakref.ref[Service]]] = []
-_loaded: list[tuple[Settings, Service]] = []
-_services_lock = threading.Lock()
-
-
-def use_service(settings: Settings, service: Service) -> None:
-    """Share an already-loading Service (the API process's) instead of loading a second one."""
-    with _services_lock:
-        _shared[:] = [(s, v) for s, v in _shared if s() is not None and v() is not None]
-        _shared.append((weakref.ref(settings), weakref.ref(service)))
-
-
-def _known_service(settings: Settings) -> Service | None:
-    for known_settings, known_service in _shared:
-        service = known_service()
-        if known_settings() is settings and service is not None:
-            return service
-    return next((service for known, service in _loaded if known is settings), None)
-
-
-def loaded_service(settings: Settings) -> Service:
-    """The process's networks for `settings`: shared with the API, else loaded once here."""
-    with _services_lock:
-        service = _known_service(settings)
-        if service is None:
-            service = Service(settings)
-            service.start_loading()
-            _loaded.append((settings, service))
-    if not service.ready.wait(SERVICE_READY_TIMEOUT_S) or service.runner is None:
-        raise RuntimeError(service.failed or "the style networks did not load in time")
-    return service
-
-
 def resolve_style(
     style: VideoStyle, service: Service, paintings: list[bytes], settings: Settings
 ) -> StyleChoice:
@@ -159,7 +112,7 @@ class VideoKind(JobKind):
     def run(self, context: JobContext) -> JobResult:
         settings = context.settings
         options = VideoJobOptions.from_json(context.job.options)
-        service = loaded_service(settings)
+        service = context.style_service()
         assert service.runner is not None
         choice = resolve_style(options.style, service, context.inputs(BlobKind.style), settings)
         stylizer = FrameStylizer(
@@ -169,7 +122,7 @@ class VideoKind(JobKind):
             keep_colors=options.preserve_color,
         )
         engine_options = VideoOptions(
-            limits=video_limits(settings),
+            limits=VideoLimits.from_settings(settings),
             max_size=options.max_size,
             output=options.format,
             stabilize=options.stabilize,
@@ -180,7 +133,7 @@ class VideoKind(JobKind):
 
         def report(progress: VideoProgress) -> None:
             context.report(
-                ProgressReport(
+                ProgressUpdate(
                     iteration=progress.frames_done,
                     total=progress.total,
                     eta_s=progress.eta_s,

@@ -20,6 +20,7 @@ from app.jobs.execute import BackboneCache, execute_job
 from app.jobs.lease import make_worker_id
 from app.jobs.models import JobState
 from app.jobs.store import JobStore
+from app.jobs.style_networks import StyleNetworks
 
 log = logging.getLogger("atelier.jobs.local")
 
@@ -33,6 +34,7 @@ class LocalRunner:
         settings: Settings,
         *,
         backbones: BackboneCache | None = None,
+        networks: StyleNetworks | None = None,
         on_finished: Callable[[JobState, float], None] | None = None,
         kinds: Collection[str] | None = None,
     ) -> None:
@@ -41,6 +43,7 @@ class LocalRunner:
         self.kinds = None if kinds is None else tuple(kinds)
         self.settings = settings
         self.backbones = backbones
+        self.networks = networks
         self.on_finished = on_finished
         self.worker_id = make_worker_id("local")
         self._wake = threading.Event()
@@ -91,6 +94,7 @@ class LocalRunner:
                     settings,
                     stop=self._stop,
                     backbones=self.backbones,
+                    networks=self.networks,
                 )
                 if state is not None and self.on_finished is not None:
                     self.on_finished(state, time.monotonic() - started)

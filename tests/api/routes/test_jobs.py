@@ -159,7 +159,7 @@ def test_cancel_a_queued_job_is_immediate_and_idempotent(idle_client: TestClient
 @pytest.mark.parametrize(
     ("fields", "styles", "status", "code", "mentions"),
     [
-        ({"iterations": "5000"}, (STYLE,), 422, "invalid_parameter", "ATELIER_JOB_MAX_ITERATIONS"),
+        ({"iterations": "5000"}, (STYLE,), 422, "invalid_parameter", "GATYS_MAX_ITERATIONS"),
         ({"size": "4096"}, (STYLE,), 422, "invalid_parameter", "size: 4096 exceeds"),
         ({"iterations": "0"}, (STYLE,), 422, "invalid_parameter", "iterations"),
         ({"optimizer": "sgd"}, (STYLE,), 422, "invalid_parameter", "optimizer"),
@@ -171,7 +171,7 @@ def test_cancel_a_queued_job_is_immediate_and_idempotent(idle_client: TestClient
         ({"style_weights": "1,2"}, (STYLE,), 422, "invalid_parameter", "2 weights for 1"),
         ({"content_weight": "-1"}, (STYLE,), 422, "invalid_parameter", "content_weight"),
         ({}, (), 422, "invalid_parameter", "at least one style image"),
-        ({}, (STYLE,) * 5, 422, "invalid_parameter", "ATELIER_JOB_MAX_STYLE_IMAGES"),
+        ({}, (STYLE,) * 5, 422, "invalid_parameter", "ATELIER_GATYS_MAX_STYLE_IMAGES"),
         ({"style_name": "starry-swirls"}, (), 422, "invalid_parameter", "no reference painting"),
         ({"style_name": "starry-swirls"}, (STYLE,), 422, "invalid_parameter", "not both"),
         ({"style_name": "no-such-style"}, (), 404, "unknown_style", "no-such-style"),

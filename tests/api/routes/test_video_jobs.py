@@ -15,7 +15,7 @@ import pytest
 from conftest import assert_problem, encode, pattern
 from fastapi.testclient import TestClient
 
-from app.jobs.kinds import video as video_kind
+from app.jobs.style_networks import PROCESS_NETWORKS
 
 JOB_TIMEOUT_S = 120
 
@@ -66,7 +66,7 @@ def test_clip_with_sound_comes_back_stylized_with_sound(
     assert preview.status_code == 200 and preview.headers["content-type"] == "image/jpeg"
     # The embedded worker borrowed the app's loaded networks instead of loading its own.
     settings = video_client.app.state.service.settings
-    assert all(known is not settings for known, _ in video_kind._loaded)
+    assert all(known is not settings for known, _ in PROCESS_NETWORKS._loaded)
 
 
 def test_gif_with_a_painting_style(video_client: TestClient, clips: dict[str, Path]) -> None:

@@ -16,11 +16,12 @@ import torch
 from safetensors.torch import load_file
 
 from app.core.config import Settings
+from app.core.progress import ProgressUpdate
 from app.jobs.execute import execute_job
 from app.jobs.kinds import training as training_kind
 from app.jobs.kinds.training import TrainingJobOptions
 from app.jobs.models import BlobKind, JobState
-from app.jobs.store import JobInput, JobStore, NewJob, ProgressUpdate
+from app.jobs.store import JobInput, JobStore, NewJob
 from app.styles.catalog import Engine
 from app.styles.user_styles import UserStyleStore
 from app.training import TrainOptions

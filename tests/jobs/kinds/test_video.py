@@ -13,10 +13,11 @@ import torch
 from conftest import encode, pattern
 
 from app.core.config import Settings
-from app.gatys.optimize import Cancelled
-from app.jobs.kinds.base import JobResult, ProgressReport
-from app.jobs.kinds.video import VideoJobOptions, VideoKind, VideoStyle, loaded_service
+from app.core.progress import Cancelled
+from app.jobs.kinds.base import JobResult, ProgressUpdate
+from app.jobs.kinds.video import VideoJobOptions, VideoKind, VideoStyle
 from app.jobs.models import BlobKind
+from app.jobs.style_networks import StyleNetworks
 from app.serving.service import Service
 
 
@@ -33,7 +34,7 @@ class FakeContext:
     settings: Settings
     blobs: dict[BlobKind, list[bytes]]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    reports: list[ProgressReport] = field(default_factory=list)
+    reports: list[ProgressUpdate] = field(default_factory=list)
     previews: list[np.ndarray] = field(default_factory=list)
     checkpoint: tuple[bytes, int] | None = None
     stop_after_reports: int | None = None
@@ -41,7 +42,10 @@ class FakeContext:
     def inputs(self, kind: BlobKind) -> list[bytes]:
         return self.blobs.get(kind, [])
 
-    def report(self, progress: ProgressReport) -> None:
+    def style_service(self) -> Service:
+        return NETWORKS.get(self.settings)
+
+    def report(self, progress: ProgressUpdate) -> None:
         self.reports.append(progress)
 
     def save_preview(self, image: np.ndarray) -> None:
@@ -57,6 +61,9 @@ class FakeContext:
         self.checkpoint = (data, iteration)
 
 
+NETWORKS = StyleNetworks()  # loaded once for the module, as a worker process would
+
+
 @pytest.fixture(scope="module")
 def video_settings(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Settings:
     from conftest import make_settings
@@ -66,7 +73,7 @@ def video_settings(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) ->
 
 @pytest.fixture(scope="module")
 def service(video_settings: Settings) -> Service:
-    return loaded_service(video_settings)
+    return NETWORKS.get(video_settings)
 
 
 def context_for(
