@@ -50,12 +50,20 @@ class Renderer:
     """Runs (and caches) one Gatys result per photo, painting, backbone and option set."""
 
     def __init__(
-        self, size: int, iterations: int, cache: Path, compute: tuple[str, ...] = BACKBONES
+        self,
+        size: int,
+        iterations: int,
+        cache: Path,
+        compute: tuple[str, ...] = BACKBONES,
+        photos: tuple[str, ...] = PHOTOS,
     ) -> None:
         self.size = size
         self.iterations = iterations
         self.cache = cache
-        self.compute = compute  # backbones whose missing cells are computed; others left blank
+        # Missing cells are computed for these backbones and photos only, and left blank
+        # otherwise: several processes can then share a sheet's cells.
+        self.compute = compute
+        self.photos = photos
         self.backbones: dict[str, Backbone] = {}
         cache.mkdir(parents=True, exist_ok=True)
 
@@ -93,9 +101,9 @@ class Renderer:
         if cached.is_file():
             with Image.open(cached) as image:
                 return np.asarray(image.convert("RGB")).copy()
-        if backbone not in self.compute:
+        if backbone not in self.compute or photo not in self.photos:
             print(f"  {photo} x {painting} on {backbone}: not cached, left blank", flush=True)
-            return np.full((self.size, self.size, 3), 255, np.uint8)
+            return np.full_like(load(photo_path, self.size), 255)
         started = time.perf_counter()
         # Inputs at 1024 px at most: the engine resizes to the job size itself, as jobs do.
         result = run(load(photo_path, 1024), [load(painting_path, 1024)], options, network)
@@ -145,15 +153,18 @@ def assemble(rows: list[list[Image.Image]], title: str, path: Path, gap: int = 6
 def contact_sheet(renderer: Renderer, path: Path) -> None:
     """One row per photo: the photo, then per painting the VGG-16 and Lite0 results."""
     rows = []
+    height = max(TILE * 3 // 4, renderer.size * 3 // 4)  # landscape photos: their own height
     for photo in PHOTOS:
-        row = [tile(load(SHARED / "photos" / f"{photo}.jpg", 512), photo)]
+        row = [tile(load(SHARED / "photos" / f"{photo}.jpg", 512), photo, height)]
         for painting in PAINTINGS:
             for backbone in BACKBONES:
                 label = f"{painting[:12]} · {'VGG-16' if backbone == 'vgg16' else 'Lite0'}"
-                row.append(tile(renderer.render(photo, painting, backbone), label))
+                row.append(tile(renderer.render(photo, painting, backbone), label, height))
         rows.append(row)
-    painting_row = [tile(np.full((TILE, TILE, 3), 255, np.uint8))]
-    painting_row += [tile(load(SHARED / "paintings" / f"{p}.jpg", 512), p) for p in PAINTINGS]
+    painting_row = [tile(np.full((height, height, 3), 255, np.uint8), "", height)]
+    painting_row += [
+        tile(load(SHARED / "paintings" / f"{p}.jpg", 512), p, height) for p in PAINTINGS
+    ]
     vgg = renderer.backbone("vgg16").default_weights
     lite = renderer.backbone("efficientnet-lite0").default_weights
     title = (
@@ -199,9 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         default=list(BACKBONES),
         help="backbones whose missing cells to compute (none: cached only)",
     )
+    parser.add_argument(
+        "--photos",
+        nargs="+",
+        choices=PHOTOS,
+        default=list(PHOTOS),
+        help="photos whose missing contact-sheet cells to compute",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    renderer = Renderer(args.size, args.iterations, CACHE, tuple(args.compute))
+    renderer = Renderer(args.size, args.iterations, CACHE, tuple(args.compute), tuple(args.photos))
     if args.sheet == "contact":
         contact_sheet(renderer, args.output or ROOT / "docs" / "gatys-vgg16.jpg")
     else:
