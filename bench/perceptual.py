@@ -219,6 +219,7 @@ def network_paths(models_dir: Path, overrides: dict[str, Path]) -> dict[str, Pat
 
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -245,6 +246,9 @@ def plot(results: list[dict], path: Path) -> None:
                     axis.axhline(result["network"], color="tab:red", linestyle="--", label=label)
                 axis.set_title(f"{style}, {size} px ({result['photo']})", fontsize=9)
             axis.set_yscale("log")
+            axis.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            axis.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            axis.set_xlim(-10, CHECKPOINTS[-1] + 10)
             axis.set_xlabel("L-BFGS iterations", fontsize=8)
             if column == 0:
                 axis.set_ylabel("training objective (VGG-16)", fontsize=8)
