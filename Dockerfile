@@ -36,7 +36,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 # A regular (not editable) install: the package data (web assets, style thumbnails' photos,
-# the Alembic migrations under app/jobs/migrations) ships inside site-packages.
+# the Alembic migrations under app/migrations) ships inside site-packages.
 RUN pip install --no-cache-dir . \
     && rm -rf /src/build /src/*.egg-info
 

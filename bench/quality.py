@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine_header  # noqa: E402
 from predict import checkpoint_style  # noqa: E402
 
-from app.inference.runner import StyleRunner  # noqa: E402
+from app.serving.runner import StyleRunner  # noqa: E402
 from app.styles.catalog import (  # noqa: E402
     SingleStyle,
     Style,

@@ -21,8 +21,8 @@ import torch
 from machine import cell, machine_header
 from PIL import Image
 
-from app.gatys.backbones import VGG16_WEIGHTS_FILE, Backbone, VGG16Backbone, load_backbone
-from app.inference.cpu_features import has_fast_bf16
+from app.core.cpu_features import has_fast_bf16
+from app.perceptual.backbones import VGG16_WEIGHTS_FILE, Backbone, VGG16Backbone, load_backbone
 from app.training import TrainOptions
 from app.training.engine import _Run
 from app.training.options import DEFAULT_TAPS

@@ -25,10 +25,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.config import Settings
+from app.core.config import Settings
 from app.imaging.encode import OutputFormat, encode_image
-from app.inference.predict import painting_style
-from app.service import Service
+from app.serving.predict import painting_style
+from app.serving.service import Service
 from app.styles.catalog import StyleChoice
 from app.video.live_frames import stylize_live_frame
 from app.video.pipeline import VideoOptions, stylize_video

@@ -24,9 +24,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.config import Settings, get_settings
+from app.core.config import Settings, get_settings
 from app.main import create_app
-from app.service import Service
+from app.serving.service import Service
+
+pytest_plugins = [
+    "tests.support.video_clips"
+]  # video clip fixtures, shared by tests/video, jobs and api
 
 SHARED_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 READY_TIMEOUT_S = 60

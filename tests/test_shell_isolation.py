@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conftest import shell_settings_variables
 
-from app.config import Settings
+from app.core.config import Settings
 
 
 def test_shell_settings_are_hidden_from_tests() -> None:

@@ -10,8 +10,8 @@ from fastapi import Request
 
 from app.api.access import Client, require_client
 from app.api.problems import ProblemError
-from app.inference.runner import StyleRunner
-from app.service import Service
+from app.serving.runner import StyleRunner
+from app.serving.service import Service
 from app.styles.user_styles import UserStyleStore
 
 

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.problems import ProblemError
 from app.api.uploads import read_upload
-from app.config import Settings
+from app.core.config import Settings
 from app.imaging.decode import ImageRejected, decode_image
 from app.imaging.decode_budget import DecodeBudget, reserve_decode
 from app.imaging.encode import OutputFormat, encode_image

@@ -11,10 +11,10 @@ from pydantic import BeforeValidator
 from app.api.access import may_access
 from app.api.database import DATABASE_OUTAGES, database_unavailable, with_schema
 from app.api.problems import ProblemError
-from app.config import Settings
+from app.core.config import Settings
 from app.imaging.decode import ImageRejected
-from app.inference.executor import ExecutorBusy
-from app.service import Service
+from app.serving.executor import ExecutorBusy
+from app.serving.service import Service
 from app.styles.catalog import (
     InvalidBlend,
     SingleStyle,

@@ -11,7 +11,7 @@ import typer
 from app.cli.jobs import gatys, worker
 from app.cli.models import models_app
 from app.cli.train import train
-from app.config import get_settings
+from app.core.config import get_settings
 from app.observability.logs import configure_logging
 
 cli = typer.Typer(
@@ -35,7 +35,7 @@ def serve(
     """Run the HTTP service."""
     import uvicorn
 
-    from app.api.live import ws_max_size
+    from app.api.routes.live import ws_max_size
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
@@ -54,7 +54,7 @@ def serve(
 @cli.command()
 def styles() -> None:
     """List the styles the service would offer with the current models folder."""
-    from app.service import Service
+    from app.serving.service import Service
 
     service = Service(get_settings())
     service.load(warmup=False)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from app.config import get_settings
+from app.core.config import get_settings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,11 +55,11 @@ def gatys(
     """Stylise CONTENT with STYLES by Gatys optimisation, with a progress bar."""
     from tqdm import tqdm
 
-    from app.gatys.backbones import BackboneUnavailable, load_backbone
+    from app.core.device import configure_threads, select_device
     from app.gatys.optimize import GatysOptions, Progress, run
     from app.imaging.decode import ImageRejected
     from app.imaging.encode import OutputFormat, encode_image
-    from app.inference.device import configure_threads, select_device
+    from app.perceptual.backbones import BackboneUnavailable, load_backbone
 
     fmt = IMAGE_FORMATS.get(output.suffix.lower())
     if fmt is None:

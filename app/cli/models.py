@@ -11,8 +11,8 @@ from typing import NoReturn
 
 import typer
 
-from app.config import get_settings
-from app.gatys.backbones import loss_networks
+from app.core.config import get_settings
+from app.perceptual.backbones import loss_networks
 from app.weights.fetch import FetchError, FetchResult, InstalledEntry, fetch, installed
 from app.weights.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import typer
 from tqdm import tqdm
 
-from app.config import get_settings
+from app.core.config import get_settings
 from app.imaging.decode import ImageRejected
 from app.imaging.encode import OutputFormat
-from app.inference.predict import PredictOptions, painting_style, predict_bytes
 from app.jobs.kinds.video import video_limits
-from app.service import Service
+from app.serving.predict import PredictOptions, painting_style, predict_bytes
+from app.serving.service import Service
 from app.styles.catalog import InvalidBlend, UnknownStyle
 from app.video.encode import VideoFormat
 from app.video.pipeline import VideoOptions, VideoProgress, plan, stylize_video

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.config import get_settings
+from app.core.config import get_settings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,10 +58,10 @@ def train(
     """Train a Johnson et al. TransformerNet on PAINTING's style (resumable with --checkpoint)."""
     from tqdm import tqdm
 
-    from app.gatys.backbones import BackboneUnavailable, load_backbone
-    from app.inference.device import configure_threads, select_device
+    from app.core.device import configure_threads, select_device
     from app.jobs.kinds.training import PHOTO_SUFFIXES, load_photos, photo_folder_files
     from app.jobs.stored_inputs import JobInputError
+    from app.perceptual.backbones import BackboneUnavailable, load_backbone
     from app.styles.thumbnails import reference_photo
     from app.training import Progress, TrainOptions
     from app.training import train as run_training

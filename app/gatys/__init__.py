@@ -4,15 +4,15 @@ The job runners own scheduling and persistence; this package only turns a conten
 style images into a stylised image, reporting progress and honouring cancellation as it goes.
 """
 
-from app.gatys.backbones import (
+from app.gatys.optimize import Cancelled, GatysOptions, Progress, run
+from app.perceptual.backbones import (
     BACKBONE_NAMES,
     Backbone,
     BackboneUnavailable,
     LossWeights,
     load_backbone,
 )
-from app.gatys.losses import content_loss, gram_matrix, style_loss, total_variation_loss
-from app.gatys.optimize import Cancelled, GatysOptions, Progress, run
+from app.perceptual.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 
 __all__ = [
     "BACKBONE_NAMES",

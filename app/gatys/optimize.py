@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from app.gatys.backbones import Backbone, LossWeights
-from app.gatys.losses import content_loss, gram_matrix, style_loss, total_variation_loss
+from app.perceptual.backbones import Backbone, LossWeights
+from app.perceptual.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 
 OptimizerName = Literal["lbfgs", "adam"]
 InitName = Literal["content", "noise", "style"]

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.config import Settings
-from app.gatys.backbones import Backbone, BackboneUnavailable, load_backbone
+from app.core.config import Settings
+from app.core.device import select_device
 from app.gatys.optimize import Cancelled
 from app.imaging.encode import OutputFormat, encode_image
-from app.inference.device import select_device
 from app.jobs.kinds import UnknownJobKind, get_kind
 from app.jobs.kinds.base import ProgressReport
 from app.jobs.lease import LeaseKeeper
@@ -34,6 +33,7 @@ from app.jobs.store import JobStore
 from app.jobs.stored_inputs import JobInputError
 from app.observability.logs import job_id_var
 from app.observability.paths import without_paths
+from app.perceptual.backbones import Backbone, BackboneUnavailable, load_backbone
 
 log = logging.getLogger("atelier.jobs.execute")
 

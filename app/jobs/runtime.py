@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.config import Settings
+from app.core.config import Settings
 from app.jobs.kinds import KINDS, queue_name
 from app.jobs.models import JobState
 from app.jobs.runners.celery_worker import RUN_JOB, create_celery_app

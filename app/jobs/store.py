@@ -21,8 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Update
 
+from app.core.database import upgrade_schema
 from app.jobs.models import TERMINAL_STATES, BlobKind, Job, JobBlob, JobState
-from app.jobs.schema import upgrade_schema
 
 PNG = "image/png"
 MAX_CLAIM_RACES = 10  # candidates lost to other claimers before giving up until the next poll
@@ -173,7 +173,7 @@ class JobStore:
         return self.engine.dialect.name == "postgresql"
 
     def create_schema(self) -> None:
-        """Create or migrate the tables (app.jobs.schema), once per store."""
+        """Create or migrate the tables (app.core.database), once per store."""
         if self._schema_ready:
             return
         upgrade_schema(self.engine)

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.sql import ColumnElement
 
-from app.jobs.schema import upgrade_schema
+from app.core.database import upgrade_schema
 from app.styles.catalog import Engine as StyleEngine
 from app.styles.catalog import Style, StyleOrigin
 

@@ -2,7 +2,7 @@
 
 Each step stylizes a batch of photo crops, then asks the loss network that the output keep each
 crop's content features and take the painting's Gram matrices. Losses are the scale-free terms
-Gatys jobs use (app/gatys/losses.py), so one set of weights carries across loss networks.
+Gatys jobs use (app/perceptual/losses.py), so one set of weights carries across loss networks.
 
 Every random choice flows from `options.seed` through state that a checkpoint saves (network,
 Adam moments, crop sampler, iteration), so a resumed run continues exactly as an uninterrupted
@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from app.gatys.backbones import Backbone
-from app.gatys.losses import content_loss, gram_matrix, style_loss, total_variation_loss
+from app.core.cpu_features import has_fast_bf16
 from app.gatys.optimize import Cancelled
-from app.inference.cpu_features import has_fast_bf16
 from app.nets.transformer_net import TransformerNet
+from app.perceptual.backbones import Backbone
+from app.perceptual.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from app.training.checkpoint import TrainingCheckpoint
 from app.training.options import DEFAULT_TAPS, LossTaps, TrainOptions
 from app.training.photos import CropSampler

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from app.gatys.backbones import LossWeights
+from app.perceptual.backbones import LossWeights
 
 TRAINING_BACKBONES: tuple[str, ...] = ("auto", "vgg16", "efficientnet-lite0")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
@@ -26,7 +26,7 @@ class LossTaps:
     weights: LossWeights
 
 
-# VGG-16: Johnson et al.'s taps. Losses are the relative errors of app/gatys/losses.py, so the
+# VGG-16: Johnson et al.'s taps. Losses are the relative errors of app/perceptual/losses.py, so the
 # weights are O(1) ratios, not pytorch/examples' 1e5/1e10.
 # EfficientNet-Lite0: content at the block-2 output (1/4 resolution, 24 channels), the
 # counterpart of VGG's relu2_2; style at the Gatys taps plus "rgb", the Gram matrix of the pixels

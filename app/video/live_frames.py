@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from app.imaging.decode import decode_image
 from app.imaging.encode import OutputFormat, encode_image
-from app.inference.runner import StyleRunner
+from app.serving.runner import StyleRunner
 from app.styles.catalog import StyleChoice
 
 LIVE_JPEG_QUALITY = 80  # frames are shown once and replaced: size beats fidelity

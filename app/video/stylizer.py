@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from app.imaging.color import blend, preserve_color
-from app.inference.runner import StyleRunner, arbitrary_vector
+from app.serving.runner import StyleRunner, arbitrary_vector
 from app.styles.catalog import StyleChoice, StyleVector
 
 

@@ -10,8 +10,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, load_file, save
 
-from app.inference.onnx_backend import understood_export_warnings_silenced
 from app.nets.transformer_net import TransformerNet, clean_state_dict
+from app.serving.onnx_backend import understood_export_warnings_silenced
 
 
 class CheckpointError(ValueError):

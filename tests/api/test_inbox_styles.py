@@ -11,7 +11,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 from app.weights.checkpoints import load_transformer_net
 from tests.conftest import decode_rgb, encode, pattern

@@ -21,8 +21,8 @@ from conftest import READY_TIMEOUT_S, encode, make_settings, pattern
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from app.api.live import ws_max_size
-from app.config import Settings
+from app.api.routes.live import ws_max_size
+from app.core.config import Settings
 from app.main import create_app
 
 FRAME = struct.Struct(">I")
@@ -144,7 +144,7 @@ def test_atelier_serve_passes_the_frame_limit_to_uvicorn(monkeypatch: pytest.Mon
     captured: dict = {}
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: captured.update(kwargs))
     monkeypatch.setenv("ATELIER_LIVE_MAX_FRAME_BYTES", "300000")
-    from app.config import get_settings
+    from app.core.config import get_settings
 
     get_settings.cache_clear()
     try:

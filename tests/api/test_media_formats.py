@@ -14,7 +14,7 @@ from conftest import decode_rgb, encode, smooth
 from fastapi.testclient import TestClient
 from PIL import Image, ImageCms
 
-from tests.api.test_training_jobs import TINY
+from tests.api.routes.test_training_jobs import TINY
 from tests.imaging.icc_profiles import (
     PROPHOTO,
     cmyk_profile,

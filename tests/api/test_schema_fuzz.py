@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 from tests.conftest import make_settings, running
 

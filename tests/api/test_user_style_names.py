@@ -7,7 +7,7 @@ import numpy as np
 from conftest import assert_problem, decode_rgb, encode, image_bytes, mean_abs_diff
 from fastapi.testclient import TestClient
 
-from tests.api.test_training_jobs import PAINTING, PHOTOS, TINY
+from tests.api.routes.test_training_jobs import PAINTING, PHOTOS, TINY
 
 KEY_A = "alpha-key-0123456789"
 KEY_B = "bravo-key-9876543210"

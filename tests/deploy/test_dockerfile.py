@@ -104,7 +104,7 @@ def test_the_installed_package_ships_its_data(tmp_path: Path) -> None:
         shipped = set(archive.namelist())
     expected = [
         path.relative_to(REPO).as_posix()
-        for folder in ("app/web", "app/jobs/migrations")
+        for folder in ("app/web", "app/migrations")
         if (REPO / folder).is_dir()
         for path in (REPO / folder).rglob("*")
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".mako"

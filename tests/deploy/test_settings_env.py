@@ -1,4 +1,4 @@
-"""Every ATELIER_* variable the deploy files set is a setting of app/config.py: a misspelt or
+"""Every ATELIER_* variable the deploy files set is a setting of app/core/config.py: a misspelt or
 removed setting is otherwise ignored silently (pydantic-settings reads only what it knows)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from app.config import Settings
+from app.core.config import Settings
 from tests.deploy.conftest import (
     COMPOSE_FILE,
     DOCKERFILE,

@@ -34,9 +34,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from app.config import Settings
+from app.core.config import Settings
 from app.gatys.optimize import GatysOptions
-from app.jobs.options import options_to_json
+from app.jobs.kinds.gatys_options import options_to_json
 from app.jobs.store import JobStore, NewJob
 
 T = TypeVar("T")

@@ -19,7 +19,7 @@ import redis
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.config import Settings
+from app.core.config import Settings
 from app.jobs.models import Job
 from app.jobs.store import JobStore
 from app.main import create_app

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.config import Settings
+from app.core.config import Settings
 from app.jobs.execute import execute_job
 from app.jobs.models import BlobKind, JobState
 from app.jobs.store import JobStore, ProgressUpdate

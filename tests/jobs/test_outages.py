@@ -24,7 +24,7 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
-from app.config import Settings
+from app.core.config import Settings
 from app.jobs.kinds import queue_name
 from app.main import create_app
 

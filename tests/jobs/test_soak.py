@@ -30,16 +30,16 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import func, select
 
-from app.config import Settings
-from app.gatys.backbones import Backbone
+from app.core.config import Settings
 from app.gatys.optimize import GatysOptions, run
 from app.imaging.decode import decode_image
 from app.jobs.execute import BACKBONES
 from app.jobs.kinds import gatys as gatys_kind
+from app.jobs.kinds.gatys_options import options_from_json
 from app.jobs.models import TERMINAL_STATES, BlobKind, Job, JobBlob, JobState
-from app.jobs.options import options_from_json
 from app.jobs.store import JobStore
 from app.main import create_app
+from app.perceptual.backbones import Backbone
 from tests.jobs.conftest import WorkerPool
 
 pytestmark = pytest.mark.slow

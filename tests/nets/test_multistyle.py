@@ -21,8 +21,8 @@ from onnx import numpy_helper
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from app.inference.runner import StyleRunner
 from app.nets.multistyle import MultiStyleNet
+from app.serving.runner import StyleRunner
 from app.styles.catalog import MultiStyleBlend, StyleCatalog, builtin_styles
 from app.weights import onnx_import
 from app.weights.onnx_import import MULTISTYLE_ONNX, multistyle_tensors

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from app.inference.runner import StyleRunner
 from app.nets.transformer_net import TransformerNet, clean_state_dict
+from app.serving.runner import StyleRunner
 from app.styles.catalog import Engine, SingleStyle, Style, StyleOrigin
 from app.weights.checkpoints import CheckpointError, load_transformer_net
 

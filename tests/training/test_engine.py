@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from app.gatys.backbones import Backbone, load_backbone
-from app.gatys.losses import gram_matrix
 from app.gatys.optimize import Cancelled
+from app.perceptual.backbones import Backbone, load_backbone
+from app.perceptual.losses import gram_matrix
 from app.training import TrainOptions, train
 from app.training.checkpoint import (
     TrainingCheckpoint,

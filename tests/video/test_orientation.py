@@ -16,7 +16,7 @@ from PIL import Image
 
 from app.video.pipeline import VideoOptions, stylize_video
 from app.video.probe import VideoLimits, probe
-from tests.video.conftest import invert
+from tests.support.video_clips import invert
 
 STORED = (320, 240)  # width, height as coded
 MARKER = 48  # side of the red square in the stored top-left corner

@@ -14,7 +14,7 @@ from app.gatys.optimize import Cancelled
 from app.video.encode import IncompatibleOutput, VideoFormat
 from app.video.pipeline import VideoOptions, stylize_video
 from app.video.probe import VideoLimits, VideoRejected, VideoTooLong
-from tests.video.conftest import GIF_DURATIONS, SIZE, invert
+from tests.support.video_clips import GIF_DURATIONS, SIZE, invert
 
 
 def decoded(path: Path) -> tuple[list[np.ndarray], list[int]]:

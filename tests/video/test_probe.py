@@ -17,7 +17,7 @@ from app.video.probe import (
     is_animated,
     probe,
 )
-from tests.video.conftest import FPS, GIF_DURATIONS, SIZE
+from tests.support.video_clips import FPS, GIF_DURATIONS, SIZE
 
 
 @pytest.mark.parametrize(

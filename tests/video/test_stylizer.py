@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import encode, make_settings, pattern
 
-from app.inference.predict import painting_style
-from app.service import Service
+from app.serving.predict import painting_style
+from app.serving.service import Service
 from app.styles.catalog import StyleVector
 from app.video.stylizer import FrameStylizer
 

@@ -18,7 +18,7 @@ import typer
 from typer.testing import CliRunner
 
 from app.cli.models import models_app
-from app.config import get_settings
+from app.core.config import get_settings
 from app.weights.fetch import FetchError, fetch, installed
 from app.weights.manifest import Download, load_manifest
 

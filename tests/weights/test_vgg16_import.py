@@ -16,8 +16,8 @@ import pytest
 import torch
 from onnx.utils import extract_model
 
-from app.gatys import backbones
-from app.gatys.backbones import BackboneUnavailable, load_backbone
+from app.perceptual import backbones
+from app.perceptual.backbones import BackboneUnavailable, load_backbone
 from app.weights import vgg16_import
 from app.weights.fetch import installed
 from app.weights.manifest import load_manifest
@@ -133,7 +133,7 @@ def test_a_broken_carrier_makes_auto_fall_back_with_a_warning(
     broken = tmp_path / "carrier.onnx"
     broken.write_bytes(b"not an onnx file")
     monkeypatch.setattr(vgg16_import, "carrier_path", lambda: broken)
-    with caplog.at_level(logging.WARNING, logger="app.gatys.backbones"):
+    with caplog.at_level(logging.WARNING, logger="app.perceptual.backbones"):
         backbone = load_backbone("auto", tmp_path, CPU, cache_dir=tmp_path / "cache")
     assert backbone.name == "efficientnet-lite0"
     assert "vgg16 unavailable" in caplog.text and "sha256" in caplog.text

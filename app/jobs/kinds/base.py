@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     import torch
     from sqlalchemy import Engine
 
-    from app.config import Settings
-    from app.gatys.backbones import Backbone
+    from app.core.config import Settings
     from app.jobs.models import BlobKind, Job
+    from app.perceptual.backbones import Backbone
 
 
 # A kind reports progress with the store's record of it (one shape from engine to client).

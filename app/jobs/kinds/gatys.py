@@ -15,9 +15,9 @@ import numpy as np
 from app.gatys.optimize import GatysOptions, run
 from app.imaging.encode import OutputFormat, encode_image
 from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressReport
+from app.jobs.kinds.gatys_options import JobOptions, downscaled, options_from_json
 from app.jobs.memory import JobOutOfMemory, is_out_of_memory, memory_kind, release_memory
 from app.jobs.models import BlobKind
-from app.jobs.options import JobOptions, downscaled, options_from_json
 from app.jobs.stored_inputs import JobInputError, decode_stored
 
 log = logging.getLogger("atelier.jobs.gatys")

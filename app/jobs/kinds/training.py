@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from app.config import Settings
+from app.core.config import Settings
 from app.gatys.optimize import Cancelled
 from app.imaging.decode import ImageRejected, decode_image
 from app.imaging.encode import OutputFormat, encode_image

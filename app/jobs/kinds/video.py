@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from app.config import Settings
+from app.core.config import Settings
 from app.gatys.optimize import Cancelled
-from app.inference.predict import painting_style
 from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressReport
 from app.jobs.models import BlobKind
-from app.service import Service
+from app.serving.predict import painting_style
+from app.serving.service import Service
 from app.styles.catalog import (
     Engine,
     MultiStyleBlend,

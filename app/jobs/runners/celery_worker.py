@@ -40,8 +40,8 @@ from celery import Celery, Task, bootsteps
 from celery.signals import worker_shutting_down
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.config import Settings, get_settings
-from app.inference.device import configure_threads
+from app.core.config import Settings, get_settings
+from app.core.device import configure_threads
 from app.jobs.execute import execute_job
 from app.jobs.kinds import KINDS, queue_name
 from app.jobs.lease import make_worker_id

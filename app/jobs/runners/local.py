@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.config import Settings
+from app.core.config import Settings
 from app.jobs.execute import BackboneCache, execute_job
 from app.jobs.lease import make_worker_id
 from app.jobs.models import JobState

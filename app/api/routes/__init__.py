@@ -1,0 +1,1 @@
+"""Route modules: one APIRouter per resource, included by app/main.py."""

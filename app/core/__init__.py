@@ -1,0 +1,1 @@
+"""Shared foundations every layer may use: settings, the database schema, device and CPU flags."""

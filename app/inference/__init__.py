@@ -1,1 +1,0 @@
-"""Running style networks: device choice, loaded networks, the bounded executor."""

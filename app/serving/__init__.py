@@ -1,0 +1,1 @@
+"""Serving: the loaded networks (service), runner, backends, executor and the predict path."""
