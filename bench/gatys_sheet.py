@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from app.config import Settings
-from app.gatys.backbones import Backbone, load_backbone
+from app.core.config import Settings
 from app.gatys.optimize import GatysOptions, run
+from app.perceptual.backbones import Backbone, load_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "images"

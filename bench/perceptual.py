@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from app.config import Settings
-from app.gatys.backbones import Backbone, LossWeights, load_backbone
-from app.gatys.losses import content_loss, gram_matrix, style_loss, total_variation_loss
+from app.core.config import Settings
 from app.gatys.optimize import LBFGS_HISTORY
+from app.perceptual.backbones import Backbone, LossWeights, load_backbone
+from app.perceptual.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from app.training.engine import stylize_array, to_batch
 from app.training.options import DEFAULT_TAPS, LossTaps, TrainOptions
 from app.weights.checkpoints import load_transformer_net
