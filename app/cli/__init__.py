@@ -62,7 +62,10 @@ def styles() -> None:
     for style in service.catalog.all():
         marker = "*" if style.name == default else " "
         index = f"#{style.index}" if style.index is not None else ""
-        typer.echo(f"{marker} {style.name:<18} {style.engine.value:<16} {index:<4} {style.title}")
+        aliases = f" (also {', '.join(style.aliases)})" if style.aliases else ""
+        typer.echo(
+            f"{marker} {style.name:<22} {style.engine.value:<16} {index:<4} {style.title}{aliases}"
+        )
     for problem in service.problems:
         typer.echo(f"skipped: {problem}", err=True)
 

@@ -61,10 +61,12 @@ class Service:
 
     @property
     def default_style(self) -> str:
-        """Configured default, else mosaic when installed, else a built-in style."""
-        if self.settings.default_style:
-            return self.settings.default_style
-        return "mosaic" if "mosaic" in self.catalog else DEFAULT_BUILTIN
+        """Configured default, else mosaic when installed, else a built-in style; named as the
+        catalog lists it (an alias such as `mosaic` for Atelier's own becomes `mosaic-atelier`)."""
+        wanted = self.settings.default_style or "mosaic"
+        if wanted in self.catalog:
+            return self.catalog.get(wanted).name
+        return self.settings.default_style or DEFAULT_BUILTIN
 
     def load(self, *, warmup: bool | None = None) -> None:
         """Load every network and warm it up (unless `warmup` or the setting says not to); bad

@@ -8,7 +8,7 @@ inference layer's job.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -48,6 +48,13 @@ class Style:
     weights: bytes | None = field(default=None, compare=False, repr=False)
     style_vector: torch.Tensor | None = field(default=None, compare=False, repr=False)
     owner: str | None = None
+    # Other names this style answers to without being listed under them (a stand-in's official
+    # name), so a network appears once however many names reach it.
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def answers_to(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
 
 
 class UnknownStyle(LookupError):
@@ -112,14 +119,15 @@ def manifest_styles(manifest: Manifest, models_dir: Path) -> list[Style]:
     """Manifest styles whose checkpoint file is present (official ones appear once fetched).
 
     A style that `stands_in_for` another name (Atelier's own mosaic for the official `mosaic`)
-    also answers to that name while no style of that name is installed; once the official
-    weights are fetched, the name is theirs and ours stays reachable under its own name.
+    also answers to that name, as an alias, while no style of that name is installed; once the
+    official weights are fetched, the name is theirs and ours keeps only its own.
     """
+    present = [entry for entry in manifest.styles.values() if (models_dir / entry.file).exists()]
+    installed = {entry.name for entry in present}
     styles = []
-    for entry in manifest.styles.values():
-        path = models_dir / entry.file
-        if not path.exists():
-            continue
+    for entry in present:
+        target = entry.stands_in_for
+        stands_in = target is not None and target not in installed
         styles.append(
             Style(
                 name=entry.name,
@@ -129,36 +137,35 @@ def manifest_styles(manifest: Manifest, models_dir: Path) -> list[Style]:
                 license=entry.license,
                 engine=Engine.transformer,
                 origin=StyleOrigin.official if entry.official else StyleOrigin.local,
-                checkpoint=path,
+                checkpoint=models_dir / entry.file,
+                aliases=(target,) if stands_in and target is not None else (),
             )
         )
-    installed = {style.name for style in styles}
-    for entry in manifest.styles.values():
-        target = entry.stands_in_for
-        if target is None or entry.name not in installed or target in installed:
-            continue
-        ours = next(style for style in styles if style.name == entry.name)
-        styles.append(replace(ours, name=target))
-        installed.add(target)
+        if stands_in and target is not None:
+            installed.add(target)  # a second stand-in for the same name gets no alias
     return styles
 
 
 class StyleCatalog:
-    """Thread-safe name -> Style map, in a stable display order."""
+    """Thread-safe name -> Style map, in a stable display order; aliases resolve, unlisted."""
 
     def __init__(self, styles: list[Style]) -> None:
         self._styles: dict[str, Style] = {}
+        self._aliases: dict[str, str] = {}
         self._lock = threading.Lock()
         for style in styles:
-            self._styles[style.name] = style
+            self._add(style)
 
     def __len__(self) -> int:
         return len(self._styles)
 
     def __contains__(self, name: str) -> bool:
-        return normalise_name(name) in self._styles
+        key = normalise_name(name)
+        with self._lock:
+            return key in self._styles or key in self._aliases
 
     def all(self) -> list[Style]:
+        """Every style once, under its own name."""
         with self._lock:
             return list(self._styles.values())
 
@@ -167,20 +174,38 @@ class StyleCatalog:
             return list(self._styles)
 
     def get(self, name: str) -> Style:
+        """The style listed as `name`, else the one that has `name` as an alias."""
         key = normalise_name(name)
         with self._lock:
             style = self._styles.get(key)
+            if style is None and key in self._aliases:
+                style = self._styles.get(self._aliases[key])
         if style is None:
             raise UnknownStyle(name, self.names())
         return style
 
     def add(self, style: Style) -> None:
         with self._lock:
-            self._styles[style.name] = style
+            self._add(style)
+
+    def _add(self, style: Style) -> None:
+        previous = self._styles.get(style.name)
+        if previous is not None:
+            self._drop_aliases(previous)
+        self._styles[style.name] = style
+        for alias in style.aliases:
+            self._aliases[alias] = style.name
 
     def remove(self, name: str) -> None:
         with self._lock:
-            self._styles.pop(normalise_name(name), None)
+            style = self._styles.pop(normalise_name(name), None)
+            if style is not None:
+                self._drop_aliases(style)
+
+    def _drop_aliases(self, style: Style) -> None:
+        for alias in style.aliases:
+            if self._aliases.get(alias) == style.name:
+                del self._aliases[alias]
 
     def resolve(self, spec: str) -> StyleChoice:
         """Parse `name` or a blend `name:weight,name:weight` of built-in styles."""

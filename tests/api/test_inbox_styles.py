@@ -31,13 +31,30 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         yield test_client
 
 
-def test_every_inbox_style_is_committed_and_listed_under_both_names(client: TestClient) -> None:
-    styles = {s["name"]: s for s in client.get("/model/styles").json()["styles"]}
+def test_every_inbox_style_is_committed_and_listed_once_answering_to_both_names(
+    client: TestClient,
+) -> None:
+    listed = client.get("/model/styles").json()["styles"]
+    names = [s["name"] for s in listed]
+    assert len(names) == len(set(names))
+    titles = [s["title"] for s in listed]
+    assert len(titles) == len(set(titles)), "two tiles with the same title"
+    styles = {s["name"]: s for s in listed}
+    photo = encode(pattern(32, 32, seed=6))
     for name in INBOX:
         assert (MODELS / f"{name}-atelier.safetensors").is_file(), f"{name} weights missing"
-        for listed in (name, f"{name}-atelier"):
-            assert styles[listed]["engine"] == "transformer-net", listed
-            assert styles[listed]["origin"] == "local", listed
+        assert name not in styles, f"{name} is listed besides {name}-atelier"
+        ours = styles[f"{name}-atelier"]
+        assert ours["engine"] == "transformer-net" and ours["origin"] == "local"
+        assert ours["aliases"] == [name]
+        by_alias = client.post(
+            f"/model/predict?style={name}&format=png", files={"image": ("p.png", photo)}
+        )
+        by_name = client.post(
+            f"/model/predict?style={name}-atelier&format=png", files={"image": ("p.png", photo)}
+        )
+        assert by_alias.status_code == by_name.status_code == 200
+        assert by_alias.content == by_name.content
 
 
 def test_mosaic_is_the_default_and_is_rendered_by_its_transformer_net(client: TestClient) -> None:
@@ -48,6 +65,10 @@ def test_mosaic_is_the_default_and_is_rendered_by_its_transformer_net(client: Te
     )
     assert default.status_code == named.status_code == 200
     assert default.content == named.content
+    # The default is named as listed, so the studio finds its tile.
+    body = client.get("/model/styles").json()
+    assert body["default"] == "mosaic-atelier"
+    assert [s["name"] for s in body["styles"] if s["default"]] == ["mosaic-atelier"]
     out = decode_rgb(named.content)
     assert out.shape == photo.shape, "the output keeps the photo's size"
 

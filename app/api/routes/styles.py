@@ -56,6 +56,11 @@ class ModelMetadata(BaseModel):
 
 class StyleInfo(BaseModel):
     name: str
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Other names this style answers to (e.g. `mosaic` for Atelier's own mosaic "
+        "while the official one is not installed); they are not listed separately.",
+    )
     title: str
     description: str
     source: str
@@ -243,6 +248,7 @@ async def thumbnail(
 def _info(request: Request, style: Style, default: bool) -> StyleInfo:
     return StyleInfo(
         name=style.name,
+        aliases=list(style.aliases),
         title=style.title,
         description=style.description,
         source=style.source,

@@ -28,6 +28,7 @@ REFERENCE_PHOTO = Path(app.styles.__file__).parent / "reference.jpg"
 NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 STYLE_FIELDS = {
     "name",
+    "aliases",
     "title",
     "description",
     "source",
@@ -70,6 +71,7 @@ def test_styles_lists_the_26_builtins(shared_client: TestClient) -> None:
         assert set(style) == STYLE_FIELDS
         assert NAME.match(style["name"])
         assert style["engine"] == "multistyle26" and style["origin"] == "builtin"
+        assert style["aliases"] == []
         assert style["thumbnail_url"] == (
             f"http://testserver/model/styles/{style['name']}/thumbnail"
         )
