@@ -140,7 +140,9 @@ def test_tiled_matches_untiled(runners: dict[str, StyleRunner], backend: str, ne
         fp32 = runners["onnxruntime-fp32"]
         reference = _untiled(fp32, pixels, _choice(fp32, network)).astype(np.int16)
         own = np.abs(_untiled(runner, pixels, choice).astype(np.int16) - reference).mean()
-        bound = max(GOAL_LEVELS, own)
+        # bf16 rounds each tile's sums in its own order, so its error is realised afresh:
+        # comparable to untiled bf16's (a quarter more at most), not larger in kind.
+        bound = max(GOAL_LEVELS, 1.25 * own)
     else:
         reference = _untiled(runner, pixels, choice).astype(np.int16)
     tiled = runner.stylize(pixels, choice).astype(np.int16)

@@ -68,7 +68,9 @@ def test_presets_estimate_from_the_declared_throughput(make_client, tmp_path: Pa
 def test_presets_never_exceed_the_iteration_limit_and_say_when_photos_are_missing(
     make_client,
 ) -> None:
-    with make_client(embedded_worker=False, training_max_iterations=50) as client:
+    with make_client(
+        embedded_worker=False, training_max_iterations=50, training_photos_dir=None
+    ) as client:
         body = client.get("/jobs/training/presets").json()
     assert [p["iterations"] for p in body["presets"]] == [50, 50]
     assert body["photos_available"] is False

@@ -219,7 +219,7 @@ def test_options_stored_before_warm_starts_existed_still_load(helpers) -> None:
     assert TrainingJobOptions.from_json(stored).train.warm_start is True
 
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_the_default_photo_folder_ships_licensed_photos_that_install_and_decode(
