@@ -14,8 +14,10 @@ from app.api.access import AccessControl
 from app.api.body_limit import BodySizeLimit
 from app.api.database import install_database_handlers
 from app.api.docs import documented_app
+from app.api.live_tokens import LiveSessions, LiveTokens
 from app.api.problems import install_problem_handlers
 from app.api.routes import (
+    gatys_jobs,
     health,
     jobs,
     live,
@@ -85,10 +87,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.user_styles = user_styles
     app.state.access = AccessControl(settings.api_key_list, settings.rate_limit)
     app.state.metrics = service_metrics
+    app.state.live = LiveSessions(
+        LiveTokens(settings.live_token_secret, settings.live_token_ttl_s),
+        settings.live_max_sessions,
+    )
     install_problem_handlers(app)
     install_database_handlers(app)
     app.include_router(predict.router)
     app.include_router(styles.router)
+    app.include_router(gatys_jobs.router)
     app.include_router(video_jobs.router)
     app.include_router(training_jobs.router)
     app.include_router(style_weights.router)

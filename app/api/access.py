@@ -98,11 +98,3 @@ class AccessControl:
 def _bearer(request: Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-def require_client(request: Request) -> Client:
-    """FastAPI dependency: identify the caller and apply the rate limit."""
-    access: AccessControl = request.app.state.access
-    client = access.identify(request)
-    access.check_rate(client)
-    return client

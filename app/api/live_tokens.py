@@ -61,3 +61,12 @@ class LiveTokens:
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+
+
+@dataclass
+class LiveSessions:
+    """One app's live bookkeeping: the token signer and the open-stream count against its limit."""
+
+    tokens: LiveTokens
+    limit: int
+    open: int = 0

@@ -1,4 +1,5 @@
-"""Shared request steps: read an upload within its limit, resolve a style, run inference."""
+"""Shared request steps: read an upload within its limit, resolve a style, check a new style's
+name, run inference."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ from app.styles.catalog import (
     InvalidBlend,
     SingleStyle,
     Style,
+    StyleCatalog,
     StyleChoice,
     UnknownStyle,
     normalise_name,
 )
 from app.styles.user_styles import UserStyleStore
+from app.weights.manifest import STYLE_NAME
 
 T = TypeVar("T")
 
@@ -169,3 +172,17 @@ async def run_inference(service: Service, fn: Callable[..., T], *args: object) -
         ) from exc
     except ImageRejected as exc:
         raise ProblemError(exc.status, exc.code, str(exc)) from exc
+
+
+def check_new_style_name(catalog: StyleCatalog, name: str) -> None:
+    """422 for a malformed name of a style about to be created (registered or trained), 409
+    for one a catalog style already has (those are public); the caller's own user styles are
+    checked when the row is written."""
+    if not STYLE_NAME.match(name):
+        raise ProblemError(
+            422,
+            "invalid_parameter",
+            f"name {name!r} must be lowercase letters and digits joined by single hyphens",
+        )
+    if name in catalog:
+        raise ProblemError(409, "style_exists", f"a built-in style is already named {name!r}")

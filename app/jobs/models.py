@@ -94,7 +94,8 @@ class Job(Base):
     __tablename__ = "atelier_jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16), default="gatys", server_default="gatys")
+    # The server default only types rows written before job kinds existed (all Gatys).
+    kind: Mapped[str] = mapped_column(String(16), server_default="gatys")
     owner: Mapped[str | None] = mapped_column(String(80), index=True)
     state: Mapped[JobState] = mapped_column(
         Enum(JobState, native_enum=False, length=16, values_callable=_state_values)

@@ -78,7 +78,7 @@ class JobsRuntime:
             runner.start()
         self.sweeper.start()
 
-    def announce(self, job_id: str, kind: str = "gatys") -> None:
+    def announce(self, job_id: str, kind: str) -> None:
         """Tell the runners a job is queued, on its kind's queue; raises when the broker cannot
         take the message."""
         if self.celery is not None:

@@ -52,7 +52,7 @@ class NewJob:
     options: dict[str, Any]
     total: int
     inputs: list[JobInput]
-    kind: str = "gatys"
+    kind: str
     backbone: str | None = None
     owner: str | None = None
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel
 
-from app.api.deps import get_service
+from app.api.deps import ServiceDep
 from app.api.problems import ProblemError, problem_responses
-from app.serving.service import Service
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -29,7 +28,7 @@ async def live() -> Health:
     summary="Models are loaded and warmed up",
     responses=problem_responses(503),
 )
-async def ready(service: Service = Depends(get_service)) -> Health:
+async def ready(service: ServiceDep) -> Health:
     if service.runner is None:
         detail = service.failed or "models are still loading"
         raise ProblemError(503, "not_ready", detail, headers={"Retry-After": "2"})

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
-from starlette.applications import Starlette
 from starlette.websockets import WebSocketState
 
-from app.api.access import AccessControl, Client, require_client
-from app.api.live_tokens import InvalidToken, LiveGrant, LiveTokens
+from app.api.access import Client
+from app.api.deps import AccessDep, ClientDep, LiveDep, ServiceDep, UserStylesDep
+from app.api.live_tokens import InvalidToken, LiveGrant
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import resolve_style
 from app.core.config import Settings
@@ -38,6 +38,7 @@ from app.imaging.decode import ImageRejected
 from app.serving.executor import ExecutorBusy
 from app.serving.service import Service
 from app.styles.catalog import StyleChoice
+from app.styles.user_styles import UserStyleStore
 from app.video.live_frames import stylize_live_frame
 
 router = APIRouter(tags=["live"])
@@ -64,41 +65,22 @@ class LiveToken(BaseModel):
     url: str
 
 
-@dataclass
-class _LiveState:
-    """One app's live bookkeeping: the token signer and the open-session count."""
-
-    tokens: LiveTokens
-    limit: int
-    sessions: int = 0
-
-
-def _live_state(app: Starlette, settings: Settings) -> _LiveState:
-    state: _LiveState | None = getattr(app.state, "live", None)
-    if state is None:
-        tokens = LiveTokens(settings.live_token_secret, settings.live_token_ttl_s)
-        state = _LiveState(tokens, settings.live_max_sessions)
-        app.state.live = state
-    return state
-
-
 @router.post(
     "/live/token",
     response_model=LiveToken,
     summary="A short-lived token that opens the live WebSocket",
     responses=problem_responses(401, 429),
 )
-def live_token(request: Request, client: Client = Depends(require_client)) -> LiveToken:
-    service: Service = request.app.state.service
-    state = _live_state(request.app, service.settings)
-    token = state.tokens.issue(client.id, client.authenticated)
-    return LiveToken(token=token, expires_in=state.tokens.ttl_s, url=f"/live?token={token}")
+def live_token(live: LiveDep, client: ClientDep) -> LiveToken:
+    token = live.tokens.issue(client.id, client.authenticated)
+    return LiveToken(token=token, expires_in=live.tokens.ttl_s, url=f"/live?token={token}")
 
 
 @dataclass
 class _Session:
     websocket: WebSocket
     service: Service
+    user_styles: UserStyleStore
     grant: LiveGrant
     choice: StyleChoice | None = None
     strength: float = 1.0
@@ -120,31 +102,35 @@ class _Session:
 
 
 @router.websocket("/live")
-async def live_stream(websocket: WebSocket, token: str = "") -> None:
-    service: Service = websocket.app.state.service
+async def live_stream(
+    websocket: WebSocket,
+    service: ServiceDep,
+    user_styles: UserStylesDep,
+    access: AccessDep,
+    live: LiveDep,
+    token: str = "",
+) -> None:
     settings = service.settings
-    state = _live_state(websocket.app, settings)
     # Refusals accept first and then close with a code: a browser never sees the HTTP status of
     # a refused handshake (only a bare 1006), but it does read a close code and reason.
     try:
-        grant = state.tokens.verify(token)
+        grant = live.tokens.verify(token)
     except InvalidToken as exc:
         await _refuse(websocket, CLOSE_UNAUTHORIZED, str(exc))
         return
     try:
-        access: AccessControl = websocket.app.state.access
         access.check_rate(Client(grant.client_id, grant.authenticated))
     except ProblemError as exc:
         await _refuse(websocket, CLOSE_TRY_LATER, exc.detail)
         return
     await websocket.accept()
-    if state.sessions >= state.limit or service.runner is None:
+    if live.open >= live.limit or service.runner is None:
         reason = "too many live streams" if service.runner else "models are still loading"
         await websocket.send_text(json.dumps({"type": "error", "code": "busy", "detail": reason}))
         await websocket.close(code=CLOSE_TRY_LATER)
         return
-    state.sessions += 1
-    session = _Session(websocket, service, grant)
+    live.open += 1
+    session = _Session(websocket, service, user_styles, grant)
     try:
         await _set_style(session, {"style": service.default_style})
         await session.send_json({"type": "ready", "max_size": settings.live_max_size})
@@ -162,7 +148,7 @@ async def live_stream(websocket: WebSocket, token: str = "") -> None:
     except (WebSocketDisconnect, TimeoutError, RuntimeError):
         pass
     finally:
-        state.sessions -= 1
+        live.open -= 1
         await _close_quietly(websocket)
 
 
@@ -228,8 +214,7 @@ async def _set_style(session: _Session, message: dict[str, Any]) -> None:
     if not 0.0 <= strength <= 1.0:
         raise ValueError("strength must be between 0 and 1")
     owner = session.grant.client_id if session.grant.authenticated else None
-    user_styles = session.websocket.app.state.user_styles
-    session.choice = await resolve_style(session.service, user_styles, spec, owner)
+    session.choice = await resolve_style(session.service, session.user_styles, spec, owner)
     session.strength = strength
     session.keep_colors = bool(message.get("preserve_color", False))
     await session.send_json({"type": "style", "style": spec})

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response
 
-from app.api.access import Client
-from app.api.deps import get_client, get_runner, get_service, get_user_styles
+from app.api.deps import ClientDep, MetricsDep, RunnerDep, ServiceDep, UserStylesDep
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import (
     FileList,
@@ -27,10 +26,7 @@ from app.serving.predict import (
     PredictResult,
     predict_bytes,
 )
-from app.serving.runner import StyleRunner
-from app.serving.service import Service
 from app.styles.catalog import Engine, SingleStyle, StyleOrigin
-from app.styles.user_styles import UserStyleStore
 
 router = APIRouter(tags=["model"])
 
@@ -52,7 +48,11 @@ _IMAGE_RESPONSES = {
     responses={**_IMAGE_RESPONSES, **problem_responses(400, 401, 404, 413, 422, 429, 503)},
 )
 async def predict(
-    request: Request,
+    service: ServiceDep,
+    runner: RunnerDep,
+    user_styles: UserStylesDep,
+    client: ClientDep,
+    metrics: MetricsDep,
     image: Annotated[
         UploadFile, File(description="Photo to stylize (JPEG, PNG, WebP, GIF, TIFF, BMP).")
     ],
@@ -92,10 +92,6 @@ async def predict(
             description="Blend weights for several `style_image`s, e.g. `0.7,0.3`.",
         ),
     ] = None,
-    service: Service = Depends(get_service),
-    runner: StyleRunner = Depends(get_runner),
-    user_styles: UserStyleStore = Depends(get_user_styles),
-    client: Client = Depends(get_client),
 ) -> Response:
     settings = service.settings
     if style is not None and model is not None and style != model:
@@ -127,7 +123,7 @@ async def predict(
             )
 
     result = await run_inference(service, predict_within_budget)
-    request.app.state.metrics.inference.labels(
+    metrics.inference.labels(
         _style_label(options), _engine_label(options), runner.engine_backend
     ).observe(result.inference_ms / 1000.0)
     return Response(

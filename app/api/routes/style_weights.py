@@ -12,17 +12,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.access import require_client
-from app.api.deps import get_service, get_user_styles
+from app.api.deps import ServiceDep, StyleScopeDep, UserStylesDep
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import find_style
 from app.nets.transformer_net import TransformerNet
-from app.serving.service import Service
 from app.styles.catalog import Engine, Style
-from app.styles.user_styles import UserStyleStore
 from app.weights.checkpoints import (
     load_transformer_net,
     transformer_net_from_bytes,
@@ -58,13 +55,12 @@ _BINARY = {"schema": {"type": "string", "format": "binary"}}
     },
 )
 async def style_weights(
-    request: Request,
+    service: ServiceDep,
+    user_styles: UserStylesDep,
+    scope: StyleScopeDep,
     name: Annotated[str, Path(max_length=100)],
     format: Annotated[WeightsFormat, Query(description="File format.")] = WeightsFormat.pth,
-    service: Service = Depends(get_service),
-    user_styles: UserStyleStore = Depends(get_user_styles),
 ) -> Response:
-    scope = None if name in service.catalog else require_client(request).scope
     style = await find_style(service, user_styles, name, scope)
     if style.engine is not Engine.transformer:
         raise ProblemError(

@@ -4,34 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app import __version__
-from app.api.access import Client, may_access, require_client
+from app.api.access import may_access
 from app.api.database import with_schema
-from app.api.deps import get_runner, get_service, get_user_styles
+from app.api.deps import ClientDep, RunnerDep, ServiceDep, StyleScopeDep, UserStylesDep
 from app.api.problems import ProblemError, problem_responses
-from app.api.uploads import find_style, read_upload, run_inference
+from app.api.uploads import check_new_style_name, find_style, read_upload, run_inference
 from app.imaging.decode_budget import reserve_decode
 from app.perceptual.backbones import loss_networks
 from app.serving.predict import STYLE_IMAGE_DECODE_SIZE
 from app.serving.registration import RegisteredPainting, analyse_painting
-from app.serving.runner import StyleRunner
-from app.serving.service import Service
 from app.styles.catalog import (
     STYLE_NAME_MAX,
     SingleStyle,
     Style,
-    StyleCatalog,
     StyleOrigin,
     normalise_name,
 )
 from app.styles.thumbnails import REFERENCE_CREDIT
-from app.styles.user_styles import DuplicateStyle, NewUserStyle, UserStyleStore
-from app.weights.manifest import STYLE_NAME
+from app.styles.user_styles import DuplicateStyle, NewUserStyle
 
 router = APIRouter(tags=["model"])
 
@@ -79,7 +75,7 @@ class StyleList(BaseModel):
 
 
 @router.get("/model/metadata", response_model=ModelMetadata, summary="Model metadata (MAX)")
-def metadata(service: Service = Depends(get_service)) -> ModelMetadata:
+def metadata(service: ServiceDep) -> ModelMetadata:
     return ModelMetadata(
         id="atelier-fast-neural-style-transfer",
         name="Atelier Fast Neural Style Transfer",
@@ -102,10 +98,10 @@ def metadata(service: Service = Depends(get_service)) -> ModelMetadata:
     responses=problem_responses(401, 429),
 )
 async def list_styles(
+    service: ServiceDep,
+    user_styles: UserStylesDep,
+    client: ClientDep,
     request: Request,
-    service: Service = Depends(get_service),
-    user_styles: UserStyleStore = Depends(get_user_styles),
-    client: Client = Depends(require_client),
 ) -> StyleList:
     default = service.default_style
     styles = service.catalog.all() + await with_schema(
@@ -125,6 +121,10 @@ async def list_styles(
     responses=problem_responses(400, 401, 409, 413, 422, 429, 503),
 )
 async def register_style(
+    service: ServiceDep,
+    runner: RunnerDep,
+    user_styles: UserStylesDep,
+    client: ClientDep,
     request: Request,
     response: Response,
     image: Annotated[UploadFile, File(description="The painting whose style to save.")],
@@ -137,10 +137,6 @@ async def register_style(
     ],
     title: Annotated[str | None, Form(max_length=200)] = None,
     description: Annotated[str, Form(max_length=2000)] = "",
-    service: Service = Depends(get_service),
-    runner: StyleRunner = Depends(get_runner),
-    user_styles: UserStyleStore = Depends(get_user_styles),
-    client: Client = Depends(require_client),
 ) -> StyleInfo:
     check_new_style_name(service.catalog, name)
     data = await read_upload(image, service.settings.max_upload_bytes)
@@ -167,20 +163,6 @@ async def register_style(
     return _info(request, style, False)
 
 
-def check_new_style_name(catalog: StyleCatalog, name: str) -> None:
-    """422 for a malformed name of a style about to be created (registered or trained), 409
-    for one a catalog style already has (those are public); the caller's own user styles are
-    checked when the row is written."""
-    if not STYLE_NAME.match(name):
-        raise ProblemError(
-            422,
-            "invalid_parameter",
-            f"name {name!r} must be lowercase letters and digits joined by single hyphens",
-        )
-    if name in catalog:
-        raise ProblemError(409, "style_exists", f"a built-in style is already named {name!r}")
-
-
 @router.delete(
     "/model/styles/{name}",
     status_code=204,
@@ -188,10 +170,10 @@ def check_new_style_name(catalog: StyleCatalog, name: str) -> None:
     responses=problem_responses(401, 403, 404, 429, 503),
 )
 async def delete_style(
+    service: ServiceDep,
+    user_styles: UserStylesDep,
+    client: ClientDep,
     name: Annotated[str, Path(max_length=100)],
-    service: Service = Depends(get_service),
-    user_styles: UserStyleStore = Depends(get_user_styles),
-    client: Client = Depends(require_client),
 ) -> Response:
     key = normalise_name(name)
     if key in service.catalog:
@@ -218,15 +200,14 @@ async def delete_style(
     },
 )
 async def thumbnail(
-    request: Request,
+    service: ServiceDep,
+    runner: RunnerDep,
+    user_styles: UserStylesDep,
+    scope: StyleScopeDep,
     name: Annotated[str, Path(max_length=100)],
-    service: Service = Depends(get_service),
-    runner: StyleRunner = Depends(get_runner),
-    user_styles: UserStyleStore = Depends(get_user_styles),
 ) -> Response:
-    """Built-in and installed styles' thumbnails are public (the studio shows them before any
-    key is entered); a user style's is private to its key, exactly like using the style."""
-    scope = None if name in service.catalog else require_client(request).scope
+    """Public for built-in and installed styles, private to its key for a user style (see
+    `get_style_scope`)."""
     style = await find_style(service, user_styles, name, scope)
     private = style.origin is StyleOrigin.user
     headers = PRIVATE if private else {"Cache-Control": "max-age=3600"}

@@ -10,22 +10,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from app.api.access import Client, require_client
-from app.api.deps import get_user_styles
+from app.api.access import Client
+from app.api.deps import ClientDep, JobsDep, ServiceDep, UserStylesDep
+from app.api.job_resources import JobResource, JobsRoute
 from app.api.job_submission import check_pending, enqueue, invalid, normalised_png
 from app.api.problems import ProblemError, problem_responses
-from app.api.routes.jobs import JobResource, JobsRoute, get_jobs
-from app.api.routes.styles import check_new_style_name
-from app.api.uploads import FileList
+from app.api.uploads import FileList, check_new_style_name
 from app.jobs.kinds.training import TrainingJobOptions, photo_folder_files
 from app.jobs.models import BlobKind, JobState
 from app.jobs.runtime import JobsRuntime
 from app.jobs.store import JobInput, NewJob
-from app.styles.catalog import STYLE_NAME_MAX
+from app.styles.catalog import STYLE_NAME_MAX, StyleCatalog
 from app.styles.user_styles import UserStyleStore
 from app.training.options import MAX_STYLE_SIZE, TRAINING_BACKBONES, TrainOptions
 from app.training.presets import REFERENCE_CROP, Basis, PresetName, Throughput, presets
@@ -64,8 +63,8 @@ class TrainingPresetsResource(BaseModel):
     responses=problem_responses(401, 429, 503),
 )
 def training_presets(
-    jobs: JobsRuntime = Depends(get_jobs),
-    _client: Client = Depends(require_client),
+    jobs: JobsDep,
+    _client: ClientDep,
 ) -> TrainingPresetsResource:
     settings = jobs.settings
     throughput = _throughput(jobs)
@@ -114,7 +113,10 @@ def _throughput(jobs: JobsRuntime) -> Throughput:
     responses=problem_responses(400, 401, 409, 413, 422, 429, 503),
 )
 async def submit_training(
-    request: Request,
+    service: ServiceDep,
+    jobs: JobsDep,
+    user_styles: UserStylesDep,
+    client: ClientDep,
     response: Response,
     painting: Annotated[UploadFile, File(description="The painting whose style to learn.")],
     name: Annotated[
@@ -155,12 +157,9 @@ async def submit_training(
             "(ATELIER_TRAINING_WARM_START_STYLE) instead of random weights: far fewer steps."
         ),
     ] = TrainOptions.warm_start,
-    jobs: JobsRuntime = Depends(get_jobs),
-    user_styles: UserStyleStore = Depends(get_user_styles),
-    client: Client = Depends(require_client),
 ) -> JobResource:
     settings = jobs.settings
-    await _check_name(request, user_styles, name, client)
+    await _check_name(service.catalog, user_styles, name, client)
     steps = iterations if iterations is not None else settings.training_default_iterations
     if steps > settings.training_max_iterations:
         raise invalid(
@@ -201,7 +200,7 @@ async def submit_training(
             "operator set ATELIER_TRAINING_PHOTOS_DIR to a folder of JPEG/PNG photos",
         )
     await check_pending(jobs, client.id)
-    budget = request.app.state.service.decode_budget
+    budget = service.decode_budget
     painting_png = await normalised_png(painting, "painting", MAX_STYLE_SIZE, settings, budget)
     inputs = [JobInput(BlobKind.style, painting_png)]
     for index, upload in enumerate(uploads):
@@ -227,11 +226,11 @@ async def submit_training(
 
 
 async def _check_name(
-    request: Request, user_styles: UserStyleStore, name: str, client: Client
+    catalog: StyleCatalog, user_styles: UserStyleStore, name: str, client: Client
 ) -> None:
     """422 for a malformed name, 409 for one the caller already uses: looked up where the new
     style will be written (names are per key), and checked again when it is saved."""
-    check_new_style_name(request.app.state.service.catalog, name)
+    check_new_style_name(catalog, name)
     user_styles.create_schema()
     if await run_in_threadpool(user_styles.get, name, client.id) is not None:
         raise ProblemError(409, "style_exists", f"you already have a style named {name!r}")

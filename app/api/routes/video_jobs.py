@@ -12,14 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from fastapi import APIRouter, File, Form, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.access import Client, require_client
-from app.api.deps import get_service, get_user_styles
+from app.api.deps import ClientDep, JobsDep, ServiceDep, UserStylesDep
+from app.api.job_resources import JobResource, JobsRoute
 from app.api.job_submission import check_pending, enqueue
 from app.api.problems import ProblemError, problem_responses
-from app.api.routes.jobs import JobResource, JobsRoute, get_jobs
 from app.api.uploads import (
     checked_max_size,
     parse_style_weights,
@@ -29,10 +28,7 @@ from app.api.uploads import (
 from app.imaging.decode_budget import DecodeBudget
 from app.jobs.kinds.video import VideoJobOptions, VideoStyle
 from app.jobs.models import BlobKind
-from app.jobs.runtime import JobsRuntime
 from app.jobs.store import JobInput, NewJob
-from app.serving.service import Service
-from app.styles.user_styles import UserStyleStore
 from app.video.encode import IncompatibleOutput, VideoFormat
 from app.video.pipeline import VideoOptions, plan
 from app.video.probe import MediaInfo, VideoLimits, VideoRejected
@@ -51,6 +47,10 @@ SOURCE_MEDIA_TYPE = "application/octet-stream"
     responses=problem_responses(400, 401, 404, 413, 422, 429, 503),
 )
 async def submit_video_job(
+    service: ServiceDep,
+    user_styles: UserStylesDep,
+    jobs: JobsDep,
+    client: ClientDep,
     response: Response,
     video: Annotated[
         UploadFile,
@@ -84,10 +84,6 @@ async def submit_video_job(
             description="Flow-guided temporal stabilization weight; 0 = plain per-frame.",
         ),
     ] = None,
-    service: Service = Depends(get_service),
-    user_styles: UserStyleStore = Depends(get_user_styles),
-    jobs: JobsRuntime = Depends(get_jobs),
-    client: Client = Depends(require_client),
 ) -> JobResource:
     settings = service.settings
     size = checked_max_size(max_size or settings.video_default_max_size, settings)

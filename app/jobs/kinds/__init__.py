@@ -8,13 +8,34 @@ from __future__ import annotations
 
 import functools
 import importlib
+from dataclasses import dataclass
+from typing import Any
 
 from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressUpdate, queue_name
 
-KINDS: dict[str, str] = {
-    "gatys": "app.jobs.kinds.gatys:GatysKind",
-    "training": "app.jobs.kinds.training:TrainingKind",
-    "video": "app.jobs.kinds.video:VideoKind",
+
+@dataclass(frozen=True)
+class KindInfo:
+    """What the API needs to know about a kind without importing it."""
+
+    target: str  # "module:Class" of its JobKind
+    image_result: bool  # its result is a still image that may be served in another format
+    preview_option: tuple[str, ...] = ()  # path to its preview interval in the stored options
+
+    def preview_interval(self, options: dict[str, Any]) -> int:
+        """Every how many iterations the job saves a preview; 0 when it never does."""
+        value: Any = options
+        for key in self.preview_option:
+            value = value.get(key) if isinstance(value, dict) else None
+        return int(value) if isinstance(value, int | float) and self.preview_option else 0
+
+
+KINDS: dict[str, KindInfo] = {
+    "gatys": KindInfo("app.jobs.kinds.gatys:GatysKind", True, ("preview_every",)),
+    "training": KindInfo(
+        "app.jobs.kinds.training:TrainingKind", False, ("train", "preview_interval")
+    ),
+    "video": KindInfo("app.jobs.kinds.video:VideoKind", False),
 }
 
 
@@ -22,12 +43,16 @@ class UnknownJobKind(LookupError):
     pass
 
 
+def kind_info(name: str) -> KindInfo:
+    info = KINDS.get(name)
+    if info is None:
+        raise UnknownJobKind(f"unknown job kind {name!r}; known: {', '.join(KINDS)}")
+    return info
+
+
 @functools.cache
 def get_kind(name: str) -> JobKind:
-    target = KINDS.get(name)
-    if target is None:
-        raise UnknownJobKind(f"unknown job kind {name!r}; known: {', '.join(KINDS)}")
-    module_name, _, class_name = target.partition(":")
+    module_name, _, class_name = kind_info(name).target.partition(":")
     kind_class = getattr(importlib.import_module(module_name), class_name)
     return kind_class()
 
@@ -37,8 +62,10 @@ __all__ = [
     "JobContext",
     "JobKind",
     "JobResult",
+    "KindInfo",
     "ProgressUpdate",
     "UnknownJobKind",
     "get_kind",
+    "kind_info",
     "queue_name",
 ]
