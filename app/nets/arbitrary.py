@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.nets.norm_stats import active_plan, moments
+from app.nets.same_conv import SameConv2d
 
 STYLE_DIM = 100
 NORM_EPS = 1e-5
@@ -149,25 +150,6 @@ _MOBILENET_V2 = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
-
-
-class SameConv2d(nn.Conv2d):
-    """Conv with TF "SAME" zero padding computed per input size (extra pixel goes bottom/right)."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
-        super().__init__(cin, cout, kernel, stride=stride, groups=groups, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, s = self.kernel_size[0], self.stride[0]
-        pads = []
-        for size in (x.shape[-1], x.shape[-2]):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]
-        left, right, top, bottom = pads
-        if left == right and top == bottom:
-            # symmetric (always for stride 1): let the conv pad, which skips a copy
-            return F.conv2d(x, self.weight, self.bias, s, (top, left), groups=self.groups)
-        return super().forward(F.pad(x, pads))
 
 
 class InvertedResidual(nn.Module):

@@ -16,12 +16,12 @@ import torchvision
 from PIL import Image
 from torch import nn
 
+from app.nets.efficientnet_lite0 import EfficientNetLite0
 from app.perceptual import backbones
 from app.perceptual.backbones import (
     VGG16_WEIGHTS_FILE,
     VGG19_WEIGHTS_FILE,
     BackboneUnavailable,
-    EfficientNetLite0,
     efficientnet_lite0_weights_path,
     load_backbone,
     load_efficientnet_lite0_classifier,
