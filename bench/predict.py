@@ -318,7 +318,7 @@ def networks_section(args: argparse.Namespace) -> None:
 
 def checkpoint_style(name: str, path: Path) -> object:
     """A TransformerNet style for a checkpoint file, as the catalog would list it."""
-    from app.styles.catalog import Engine, Style, StyleOrigin
+    from app.styles.catalog import NetworkFamily, Style, StyleOrigin
 
     return Style(
         name=name,
@@ -326,7 +326,7 @@ def checkpoint_style(name: str, path: Path) -> object:
         description="",
         source="",
         license="",
-        engine=Engine.transformer,
+        network=NetworkFamily.transformer,
         origin=StyleOrigin.local,
         checkpoint=path,
     )

@@ -114,7 +114,7 @@ def child(
                 "working_mib": (peak - before) / 2**20,
                 "base_mib": before / 2**20,
                 "size": [result.width, result.height],
-                "backend": runner.engine_backend,
+                "backend": runner.backend_name,
             }
         )
     )

@@ -61,7 +61,7 @@ def engines(service: Service) -> dict[str, StyleChoice]:
     painting = (SHARED / "paintings" / PAINTING).read_bytes()
     chosen[f"arbitrary ({PAINTING})"] = painting_style(runner, (painting,), None, max_pixels=10**8)
     for style in service.catalog.all():
-        if style.engine.value == "transformer-net":
+        if style.network.value == "transformer-net":
             chosen[f"transformer-net ({style.name})"] = service.catalog.resolve(style.name)
             break
     return chosen

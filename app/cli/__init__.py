@@ -64,7 +64,7 @@ def styles() -> None:
         index = f"#{style.index}" if style.index is not None else ""
         aliases = f" (also {', '.join(style.aliases)})" if style.aliases else ""
         typer.echo(
-            f"{marker} {style.name:<22} {style.engine.value:<16} {index:<4} {style.title}{aliases}"
+            f"{marker} {style.name:<22} {style.network.value:<16} {index:<4} {style.title}{aliases}"
         )
     for problem in service.problems:
         typer.echo(f"skipped: {problem}", err=True)

@@ -43,7 +43,7 @@ class ServiceMetrics:
         self.inference = Histogram(
             "atelier_inference_seconds",
             "Network time of one instant prediction.",
-            ["style", "engine", "device"],
+            ["style", "network", "device"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )

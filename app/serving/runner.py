@@ -30,8 +30,8 @@ from app.serving.pixels import network_input, pad_for_network
 from app.serving.tiling import StatsNetworks, TileOptions, stylize_tiled
 from app.serving.torch_backend import CudaOptions, PixelScale, TorchNetwork
 from app.styles.catalog import (
-    Engine,
     MultiStyleBlend,
+    NetworkFamily,
     SingleStyle,
     Style,
     StyleChoice,
@@ -153,7 +153,7 @@ class StyleRunner:
         return OnnxModule(path, ["image"], threads=self._threads, shrink_arena=self._shrink_arena)
 
     @property
-    def engine_backend(self) -> str:
+    def backend_name(self) -> str:
         """Metric label of the image networks' backend: onnxruntime, openvino-bf16, torch-*."""
         if not self.uses_onnxruntime:
             return f"torch-{self.device.type}"
@@ -229,9 +229,9 @@ class StyleRunner:
         """The exportable module behind `choice` (call `_network_for` first: it loads)."""
         if isinstance(choice, MultiStyleBlend):
             return "multistyle", self._multistyle_pixels
-        if isinstance(choice, StyleVector) or choice.style.engine is Engine.arbitrary:
+        if isinstance(choice, StyleVector) or choice.style.network is NetworkFamily.arbitrary:
             return "arbitrary", self._arbitrary_pixels
-        if choice.style.engine is Engine.multistyle:
+        if choice.style.network is NetworkFamily.multistyle:
             return "multistyle", self._multistyle_pixels
         key = _transformer_key(choice.style)
         with self._lock:
@@ -285,12 +285,12 @@ class StyleRunner:
         if isinstance(choice, StyleVector):
             return self._arbitrary_call, [self._style_rows(choice.vector, frames)]
         style = choice.style
-        if style.engine is Engine.multistyle:
+        if style.network is NetworkFamily.multistyle:
             assert style.index is not None
             weights = np.zeros(NUM_STYLES, dtype=np.float32)
             weights[style.index] = 1.0
             return self._multistyle_call, [weights]
-        if style.engine is Engine.transformer:
+        if style.network is NetworkFamily.transformer:
             with self._lock:
                 net = self._transformers.get(_transformer_key(style))
             if net is None and style.weights is not None:
@@ -301,9 +301,9 @@ class StyleRunner:
             if net is None:
                 raise LookupError(f"style {style.name!r} has no loaded network")
             return net, []
-        if style.engine is Engine.arbitrary and style.style_vector is not None:
+        if style.network is NetworkFamily.arbitrary and style.style_vector is not None:
             return self._arbitrary_call, [self._style_rows(style.style_vector, frames)]
-        raise LookupError(f"engine {style.engine} is not available for {style.name!r}")
+        raise LookupError(f"engine {style.network} is not available for {style.name!r}")
 
     def _style_rows(self, vector: torch.Tensor, frames: int) -> np.ndarray:
         """One style row per frame on torch; a single row for the batch-1 exported graphs."""
@@ -355,7 +355,7 @@ def arbitrary_vector(choice: StyleChoice) -> torch.Tensor | None:
     """The painting style vector `choice` renders with, or None for trained styles."""
     if isinstance(choice, StyleVector):
         return choice.vector
-    if isinstance(choice, SingleStyle) and choice.style.engine is Engine.arbitrary:
+    if isinstance(choice, SingleStyle) and choice.style.network is NetworkFamily.arbitrary:
         return choice.style.style_vector
     return None
 

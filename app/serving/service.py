@@ -21,7 +21,7 @@ from app.serving.runner import CudaOptions, StyleRunner
 from app.serving.tiling import TileOptions
 from app.styles.builtin import DEFAULT_BUILTIN
 from app.styles.catalog import (
-    Engine,
+    NetworkFamily,
     SingleStyle,
     StyleCatalog,
     builtin_styles,
@@ -129,11 +129,11 @@ class Service:
     def _warm_up(self, runner: StyleRunner) -> None:
         """One small pass per engine so the first request does not pay allocator costs."""
         sample = np.full((64, 64, 3), 128, dtype=np.uint8)
-        seen: set[Engine] = set()
+        seen: set[NetworkFamily] = set()
         for style in self.catalog.all():
-            if style.engine in seen and style.engine is Engine.multistyle:
+            if style.network in seen and style.network is NetworkFamily.multistyle:
                 continue
-            seen.add(style.engine)
+            seen.add(style.network)
             runner.stylize(sample, SingleStyle(style))
 
     def start_loading(self) -> threading.Thread:

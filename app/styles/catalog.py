@@ -19,7 +19,7 @@ from app.styles.builtin import ATTRIBUTION, BUILTIN_STYLES, LICENSE
 from app.weights.manifest import Manifest
 
 
-class Engine(StrEnum):
+class NetworkFamily(StrEnum):
     """Which network renders a style."""
 
     multistyle = "multistyle26"
@@ -41,7 +41,7 @@ class Style:
     description: str
     source: str
     license: str
-    engine: Engine
+    network: NetworkFamily
     origin: StyleOrigin
     index: int | None = None
     checkpoint: Path | None = None
@@ -107,7 +107,7 @@ def builtin_styles() -> list[Style]:
             description=b.description,
             source=ATTRIBUTION,
             license=LICENSE,
-            engine=Engine.multistyle,
+            network=NetworkFamily.multistyle,
             origin=StyleOrigin.builtin,
             index=b.index,
         )
@@ -135,7 +135,7 @@ def manifest_styles(manifest: Manifest, models_dir: Path) -> list[Style]:
                 description=entry.description,
                 source=entry.source,
                 license=entry.license,
-                engine=Engine.transformer,
+                network=NetworkFamily.transformer,
                 origin=StyleOrigin.official if entry.official else StyleOrigin.local,
                 checkpoint=models_dir / entry.file,
                 aliases=(target,) if stands_in and target is not None else (),
@@ -218,9 +218,9 @@ class StyleCatalog:
         for part in parts:
             name, _, raw_weight = part.partition(":")
             style = self.get(name)
-            if style.engine is not Engine.multistyle or style.index is None:
+            if style.network is not NetworkFamily.multistyle or style.index is None:
                 raise InvalidBlend(
-                    f"only built-in styles can be blended; {style.name!r} is {style.engine}"
+                    f"only built-in styles can be blended; {style.name!r} is {style.network}"
                 )
             try:
                 weight = float(raw_weight) if raw_weight else 1.0

@@ -25,8 +25,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.sql import ColumnElement
 
 from app.core.database import upgrade_schema
-from app.styles.catalog import Engine as StyleEngine
-from app.styles.catalog import Style, StyleOrigin
+from app.styles.catalog import NetworkFamily, Style, StyleOrigin
 
 ATTRIBUTION = "registered by a user from their own painting (Ghiasi et al. 2017 style vector)"
 TRAINED_ATTRIBUTION = "trained by Atelier on the user's painting (Johnson et al. 2016)"
@@ -55,7 +54,10 @@ class UserStyleRow(UserStylesBase):
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     owner: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
-    engine: Mapped[str] = mapped_column(String(32), default="arbitrary", server_default="arbitrary")
+    # The column keeps its first name; it holds a NetworkFamily value.
+    network: Mapped[str] = mapped_column(
+        "engine", String(32), default="arbitrary", server_default="arbitrary"
+    )
     vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     weights: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     thumbnail: Mapped[bytes] = mapped_column(LargeBinary)
@@ -84,14 +86,14 @@ class NewUserStyle:
 
 
 def to_style(row: UserStyleRow) -> Style:
-    if row.engine == StyleEngine.transformer:
+    if row.network == NetworkFamily.transformer:
         return Style(
             name=row.name,
             title=row.title,
             description=row.description,
             source=TRAINED_ATTRIBUTION,
             license="owned by the user who trained it",
-            engine=StyleEngine.transformer,
+            network=NetworkFamily.transformer,
             origin=StyleOrigin.user,
             weights=row.weights,
             owner=row.owner,
@@ -104,7 +106,7 @@ def to_style(row: UserStyleRow) -> Style:
         description=row.description,
         source=ATTRIBUTION,
         license="owned by the user who registered it",
-        engine=StyleEngine.arbitrary,
+        network=NetworkFamily.arbitrary,
         origin=StyleOrigin.user,
         style_vector=vector,
         owner=row.owner,
@@ -142,7 +144,7 @@ class UserStyleStore:
             title=new.title,
             description=new.description,
             owner=new.owner,
-            engine=StyleEngine.arbitrary if vector is not None else StyleEngine.transformer,
+            network=NetworkFamily.arbitrary if vector is not None else NetworkFamily.transformer,
             vector=vector,
             weights=new.weights,
             thumbnail=new.thumbnail,

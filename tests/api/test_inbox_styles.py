@@ -45,7 +45,7 @@ def test_every_inbox_style_is_committed_and_listed_once_answering_to_both_names(
         assert (MODELS / f"{name}-atelier.safetensors").is_file(), f"{name} weights missing"
         assert name not in styles, f"{name} is listed besides {name}-atelier"
         ours = styles[f"{name}-atelier"]
-        assert ours["engine"] == "transformer-net" and ours["origin"] == "local"
+        assert ours["network"] == "transformer-net" and ours["origin"] == "local"
         assert ours["aliases"] == [name]
         by_alias = client.post(
             f"/model/predict?style={name}&format=png", files={"image": ("p.png", photo)}

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine
 from app.core.database import _config, current_revision, head_revision, upgrade_schema
 from app.jobs.models import BlobKind, JobState
 from app.jobs.store import JobStore
-from app.styles.catalog import Engine
+from app.styles.catalog import NetworkFamily
 from app.styles.user_styles import NewUserStyle, UserStyleStore
 
 # The 0.1 tables exactly as its models declared them (frozen here: the models have moved on).
@@ -132,7 +132,7 @@ def test_a_legacy_database_upgrades_in_place_with_its_rows(store_url: str, helpe
     assert result is not None and result.data == b"result-png" and result.width is None
 
     style = UserStyleStore(store.engine).get("my-painting")
-    assert style is not None and style.engine is Engine.arbitrary and style.owner == "key-a"
+    assert style is not None and style.network is NetworkFamily.arbitrary and style.owner == "key-a"
     assert style.style_vector is not None
     np.testing.assert_array_equal(style.style_vector.numpy(), VECTOR)
 

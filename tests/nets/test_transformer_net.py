@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from app.nets.transformer_net import TransformerNet, clean_state_dict
 from app.serving.runner import StyleRunner
-from app.styles.catalog import Engine, SingleStyle, Style, StyleOrigin
+from app.styles.catalog import NetworkFamily, SingleStyle, Style, StyleOrigin
 from app.weights.checkpoints import CheckpointError, load_transformer_net
 
 _RES_LAYERS = [
@@ -150,7 +150,7 @@ def transformer_style(path: Path) -> Style:
         description="",
         source="test",
         license="MIT",
-        engine=Engine.transformer,
+        network=NetworkFamily.transformer,
         origin=StyleOrigin.local,
         checkpoint=path,
     )

@@ -58,7 +58,7 @@ def test_the_service_runs_fp32_onnxruntime_when_the_flags_are_absent(
     service.load(warmup=False)
     assert service.runner is not None
     assert service.runner.cpu_precision == "fp32"
-    assert service.runner.engine_backend == "onnxruntime"
+    assert service.runner.backend_name == "onnxruntime"
     service.close()
 
 
@@ -69,5 +69,5 @@ def test_the_service_picks_bf16_where_the_flags_say_so(
     service = Service(make_settings(tmp_path, cache_dir))
     service.load(warmup=False)
     assert service.runner is not None
-    assert service.runner.engine_backend == "openvino-bf16"
+    assert service.runner.backend_name == "openvino-bf16"
     service.close()

@@ -57,7 +57,7 @@ def photo(shared_images: Path) -> np.ndarray:
 
 
 def test_bf16_runs_in_openvino_bf16_where_the_cpu_has_it(bf16: StyleRunner) -> None:
-    assert bf16.engine_backend == "openvino-bf16"
+    assert bf16.backend_name == "openvino-bf16"
     network = bf16._multistyle_call
     assert isinstance(network, OpenVinoModule)
     if has_fast_bf16():

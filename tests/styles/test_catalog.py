@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from app.styles.catalog import (
-    Engine,
     InvalidBlend,
     MultiStyleBlend,
+    NetworkFamily,
     SingleStyle,
     Style,
     StyleCatalog,
@@ -33,7 +33,7 @@ def local_style(name: str, tmp_path: Path) -> Style:
         description="",
         source="test",
         license="MIT",
-        engine=Engine.transformer,
+        network=NetworkFamily.transformer,
         origin=StyleOrigin.local,
         checkpoint=tmp_path / f"{name}.pth",
     )
@@ -52,7 +52,9 @@ def test_26_unique_lowercase_hyphen_builtins(catalog: StyleCatalog) -> None:
     for name in names:
         assert NAME.match(name), name
     assert sorted(s.index for s in styles) == list(range(26))
-    assert all(s.engine is Engine.multistyle and s.origin is StyleOrigin.builtin for s in styles)
+    assert all(
+        s.network is NetworkFamily.multistyle and s.origin is StyleOrigin.builtin for s in styles
+    )
     assert len({s.title for s in styles}) == 26
     assert all(s.description and s.license and s.source for s in styles)
 
@@ -79,7 +81,7 @@ def test_lookup_accepts_case_and_underscores(catalog: StyleCatalog, spelling: st
 def test_max_era_names_resolve_once_installed(catalog: StyleCatalog, tmp_path: Path) -> None:
     catalog.add(local_style("rain-princess", tmp_path))
     assert catalog.get("Rain_Princess").name == "rain-princess"
-    assert catalog.get("rain_princess").engine is Engine.transformer
+    assert catalog.get("rain_princess").network is NetworkFamily.transformer
     catalog.remove("Rain_Princess")
     assert "rain-princess" not in catalog
 
@@ -168,7 +170,7 @@ def test_manifest_styles_appear_only_when_their_file_exists(tmp_path: Path) -> N
     assert styles["present"].origin is StyleOrigin.local
     assert styles["fetched"].origin is StyleOrigin.official
     assert styles["present"].checkpoint == tmp_path / "present.pth"
-    assert all(s.engine is Engine.transformer and s.index is None for s in styles.values())
+    assert all(s.network is NetworkFamily.transformer and s.index is None for s in styles.values())
 
 
 def test_catalog_keeps_display_order_and_add_replaces(

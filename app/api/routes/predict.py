@@ -26,7 +26,7 @@ from app.serving.predict import (
     PredictResult,
     predict_bytes,
 )
-from app.styles.catalog import Engine, SingleStyle, StyleOrigin
+from app.styles.catalog import NetworkFamily, SingleStyle, StyleOrigin
 
 router = APIRouter(tags=["model"])
 
@@ -124,7 +124,7 @@ async def predict(
 
     result = await run_inference(service, predict_within_budget)
     metrics.inference.labels(
-        _style_label(options), _engine_label(options), runner.engine_backend
+        _style_label(options), _network_label(options), runner.backend_name
     ).observe(result.inference_ms / 1000.0)
     return Response(
         result.data,
@@ -148,9 +148,9 @@ def _style_label(options: PredictOptions) -> str:
     return "blend"
 
 
-def _engine_label(options: PredictOptions) -> str:
+def _network_label(options: PredictOptions) -> str:
     if options.style_images:
-        return Engine.arbitrary.value
+        return NetworkFamily.arbitrary.value
     if isinstance(options.choice, SingleStyle):
-        return options.choice.style.engine.value
-    return Engine.multistyle.value
+        return options.choice.style.network.value
+    return NetworkFamily.multistyle.value

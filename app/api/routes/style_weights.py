@@ -19,7 +19,7 @@ from app.api.deps import ServiceDep, StyleScopeDep, UserStylesDep
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import find_style
 from app.nets.transformer_net import TransformerNet
-from app.styles.catalog import Engine, Style
+from app.styles.catalog import NetworkFamily, Style
 from app.weights.checkpoints import (
     load_transformer_net,
     transformer_net_from_bytes,
@@ -62,11 +62,11 @@ async def style_weights(
     format: Annotated[WeightsFormat, Query(description="File format.")] = WeightsFormat.pth,
 ) -> Response:
     style = await find_style(service, user_styles, name, scope)
-    if style.engine is not Engine.transformer:
+    if style.network is not NetworkFamily.transformer:
         raise ProblemError(
             409,
             "no_weights",
-            f"style {style.name!r} is rendered by the {style.engine.value} network, not a "
+            f"style {style.name!r} is rendered by the {style.network.value} network, not a "
             "network of its own; only transformer-net styles have weights to download",
         )
     data = await run_in_threadpool(_serialise, style, format)

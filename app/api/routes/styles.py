@@ -61,7 +61,9 @@ class StyleInfo(BaseModel):
     description: str
     source: str
     license: str
-    engine: str
+    network: str = Field(
+        description="The network that renders it: `multistyle26`, `transformer-net` or `arbitrary`."
+    )
     origin: str
     index: int | None
     default: bool
@@ -234,7 +236,7 @@ def _info(request: Request, style: Style, default: bool) -> StyleInfo:
         description=style.description,
         source=style.source,
         license=style.license,
-        engine=style.engine.value,
+        network=style.network.value,
         origin=style.origin.value,
         index=style.index,
         default=default,

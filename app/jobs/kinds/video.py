@@ -22,8 +22,8 @@ from app.jobs.models import BlobKind
 from app.serving.predict import painting_style
 from app.serving.service import Service
 from app.styles.catalog import (
-    Engine,
     MultiStyleBlend,
+    NetworkFamily,
     SingleStyle,
     StyleChoice,
     StyleVector,
@@ -53,7 +53,7 @@ class VideoStyle:
         if isinstance(choice, StyleVector):
             return cls(vector=[float(v) for v in choice.vector.reshape(-1)])
         style = choice.style
-        if style.engine is Engine.arbitrary and style.style_vector is not None:
+        if style.network is NetworkFamily.arbitrary and style.style_vector is not None:
             return cls(vector=[float(v) for v in style.style_vector.reshape(-1)])
         return cls(name=style.name)
 

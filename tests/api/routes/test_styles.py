@@ -33,7 +33,7 @@ STYLE_FIELDS = {
     "description",
     "source",
     "license",
-    "engine",
+    "network",
     "origin",
     "index",
     "default",
@@ -70,7 +70,7 @@ def test_styles_lists_the_26_builtins(shared_client: TestClient) -> None:
     for style in styles:
         assert set(style) == STYLE_FIELDS
         assert NAME.match(style["name"])
-        assert style["engine"] == "multistyle26" and style["origin"] == "builtin"
+        assert style["network"] == "multistyle26" and style["origin"] == "builtin"
         assert style["aliases"] == []
         assert style["thumbnail_url"] == (
             f"http://testserver/model/styles/{style['name']}/thumbnail"
@@ -168,7 +168,7 @@ def test_local_style_from_the_manifest(make_app) -> None:
         mine = by_name["my-style"]
         assert mine["title"] == "My Style" and mine["description"] == "A test network."
         assert mine["license"] == "CC0-1.0"
-        assert mine["engine"] == "transformer-net" and mine["origin"] == "local"
+        assert mine["network"] == "transformer-net" and mine["origin"] == "local"
         assert mine["index"] is None
         # An installed mosaic becomes the default, as in the original MAX service.
         assert body["default"] == "mosaic" and by_name["mosaic"]["default"]

@@ -124,7 +124,7 @@ def test_a_trained_style_is_served_downloadable_and_survives_a_restart(make_clie
         assert job["progress"]["metrics"]["images_per_s"] > 0
 
         listed = {s["name"]: s for s in client.get("/model/styles").json()["styles"]}
-        assert listed["my-style"]["engine"] == "transformer-net"
+        assert listed["my-style"]["network"] == "transformer-net"
         thumbnail = client.get("/model/styles/my-style/thumbnail")
         assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8"
         served = client.post(

@@ -22,7 +22,7 @@ from app.jobs.kinds import training as training_kind
 from app.jobs.kinds.training import TrainingJobOptions
 from app.jobs.models import BlobKind, JobState
 from app.jobs.store import JobInput, JobStore, NewJob
-from app.styles.catalog import Engine
+from app.styles.catalog import NetworkFamily
 from app.styles.user_styles import UserStyleStore
 from app.training import TrainOptions
 from app.weights.checkpoints import transformer_net_from_bytes
@@ -81,7 +81,7 @@ def test_a_training_job_publishes_its_style_and_returns_the_weights(
     assert done.metrics is not None and done.metrics["images_per_s"] > 0
     assert sqlite_store.blob(job.id, BlobKind.checkpoint) is None, "kept after success"
     style = UserStyleStore(sqlite_store.engine).get("my-style")
-    assert style is not None and style.engine is Engine.transformer and style.owner == "me"
+    assert style is not None and style.network is NetworkFamily.transformer and style.owner == "me"
     assert style.weights is not None
     served = transformer_net_from_bytes(style.weights, "served")
     result = trained_weights(sqlite_store, job.id)
