@@ -95,8 +95,8 @@ class Settings(BaseSettings):
     cpu_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="Precision of the image networks on CPU: bf16 runs the ONNX export in "
-        "OpenVINO (2-7x faster on CPUs with AMX or AVX-512 BF16, within 2/255 of fp32); auto = "
-        "bf16 where the CPU has it, else fp32 onnxruntime.",
+        "OpenVINO (several times faster on CPUs with AMX or AVX-512 BF16, within 2/255 of fp32); "
+        "auto = bf16 where the CPU has it, else fp32 onnxruntime.",
     )
     cpu_shrink_arena: bool = Field(
         False,

@@ -1,9 +1,8 @@
 """CPU fast path: run an ONNX export of our own torch modules with onnxruntime.
 
-On the 2-core Xeon of bench/predict.py (networks alone, interleaved on the same input), eager
-torch took 1.8x onnxruntime's time for the 26-style net at 256-1024 px and 1.3-1.5x for
-TransformerNet (a more loaded run: 1.5x and 0.9-1.3x): onnxruntime fp32 is the safe CPU default;
-the large win is bf16 (`openvino_backend`), which compiles the same file. The torch
+On CPUs, onnxruntime runs these networks faster than eager torch (bench/predict.py;
+docs/performance.md has the figures), so onnxruntime fp32 is the safe CPU default; the large win
+is bf16 (`openvino_backend`), which compiles the same file. The torch
 module stays the source of truth: it is exported once per weights digest and cached beside the
 converted weights. GPUs keep running torch.
 
@@ -91,8 +90,8 @@ class OnnxModule:
         arena: bool = True,
     ) -> None:
         """`shrink_arena` hands the activations' memory back after every run. onnxruntime's
-        arena otherwise keeps the peak of every size it has seen (measured: +0.4 GiB after 20
-        predictions around 1024 px, held for good), at the price of ~20% per 1024 px run.
+        arena otherwise keeps the peak of every size it has seen, held for good, at the price
+        of some speed per run (docs/operations.md, `ATELIER_CPU_SHRINK_ARENA`).
         `arena=False` allocates without an arena at all: for the many graphs of tiled
         inference, which would otherwise each keep a tile-sized peak."""
         import onnxruntime as ort

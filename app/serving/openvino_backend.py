@@ -1,10 +1,9 @@
 """CPU bf16 path: the same ONNX export, compiled by OpenVINO with bf16 inference precision.
 
 On CPUs with AMX or AVX-512 BF16, OpenVINO's CPU plugin runs the convolutions (and keeps the
-activations between them) in bf16 on oneDNN kernels: bench/predict.py measured it 3-4x
-faster than onnxruntime fp32 for the 26-style net and 7x for TransformerNet at 256-1024 px,
-within 2/255 mean absolute difference of fp32 on real photos at 1024 px (worst 1.9, all 26
-styles; bench/quality.py). Elsewhere bf16 is emulated and slow, so `cpu_precision` only picks
+activations between them) in bf16 on oneDNN kernels: several times faster than onnxruntime
+fp32 and within a few levels of it (bench/predict.py, bench/quality.py; the figures are in
+docs/performance.md). Elsewhere bf16 is emulated and slow, so `cpu_precision` only picks
 this path when the CPU flags say it is fast.
 """
 

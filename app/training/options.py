@@ -52,7 +52,7 @@ class TrainOptions:
     """One training run. Weights left as None take the loss network's defaults (DEFAULT_TAPS).
 
     `precision` "auto" trains under bf16 autocast where the device has fast bf16 (AMX or
-    AVX-512 BF16 CPUs: 1.2-1.6x faster steps, bench/train.py) and in fp32 elsewhere; the
+    AVX-512 BF16 CPUs; bench/train.py measures the gain) and in fp32 elsewhere; the
     weights stay fp32.
     `warm_start` asks the caller to begin from a network that already stylizes (the in-box
     style the server names) instead of random weights; the engine takes the weights themselves.
