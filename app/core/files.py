@@ -1,4 +1,5 @@
-"""One way to write a file that other processes read: beside the target, then renamed over it.
+"""One way to write a file that other processes read: beside the target, then renamed over it;
+and one way to checksum a file.
 
 Readers never see half a file, a failed write leaves nothing behind, and the file ends up 0644:
 `mkstemp` makes files private (0600), and caches and thumbnails are read by workers that may run
@@ -8,6 +9,7 @@ as another user.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -34,3 +36,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
 def write_atomic(path: Path, data: bytes) -> None:
     with atomic_path(path) as temporary:
         temporary.write_bytes(data)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in blocks (weights files are large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -7,6 +7,7 @@ inference layer's job.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -14,9 +15,12 @@ from pathlib import Path
 
 import torch
 
+from app.core.files import file_sha256
 from app.nets.multistyle import NUM_STYLES
 from app.styles.builtin import ATTRIBUTION, BUILTIN_STYLES, LICENSE
-from app.weights.manifest import Manifest
+from app.weights.manifest import Manifest, StyleEntry
+
+log = logging.getLogger(__name__)
 
 
 class NetworkFamily(StrEnum):
@@ -122,7 +126,11 @@ def manifest_styles(manifest: Manifest, models_dir: Path) -> list[Style]:
     also answers to that name, as an alias, while no style of that name is installed; once the
     official weights are fetched, the name is theirs and ours keeps only its own.
     """
-    present = [entry for entry in manifest.styles.values() if (models_dir / entry.file).exists()]
+    present = [
+        entry
+        for entry in manifest.styles.values()
+        if (models_dir / entry.file).exists() and _as_pinned(entry, models_dir / entry.file)
+    ]
     installed = {entry.name for entry in present}
     styles = []
     for entry in present:
@@ -144,6 +152,24 @@ def manifest_styles(manifest: Manifest, models_dir: Path) -> list[Style]:
         if stands_in and target is not None:
             installed.add(target)  # a second stand-in for the same name gets no alias
     return styles
+
+
+def _as_pinned(entry: StyleEntry, path: Path) -> bool:
+    """False (and an error in the log) for a file that is not the one the manifest pins: a
+    truncated copy or a stray file must not be served under a style's name."""
+    if not entry.sha256:
+        return True
+    found = file_sha256(path)
+    if found == entry.sha256:
+        return True
+    log.error(
+        "style %s not served: %s has sha256 %s, the manifest pins %s",
+        entry.name,
+        path,
+        found,
+        entry.sha256,
+    )
+    return False
 
 
 class StyleCatalog:

@@ -55,6 +55,7 @@ class StyleEntry:
     official: bool = False
     stands_in_for: str | None = None
     recipe: str = ""
+    sha256: str = ""  # of `file`; "" for files the manifest does not pin (a user's own style)
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,17 @@ def _parse_style(name: str, entry: dict) -> StyleEntry:
             official=bool(entry.get("official", False)),
             stands_in_for=_optional_name(entry.get("stands_in_for"), name),
             recipe=str(entry.get("recipe", "")),
+            sha256=_optional_sha256(entry.get("sha256", ""), name),
         )
     except KeyError as exc:
         raise ManifestError(f"style {name!r}: missing field {exc}") from exc
+
+
+def _optional_sha256(value: object, owner: str) -> str:
+    text = str(value).lower()
+    if text and (len(text) != 64 or not HEX.match(text)):
+        raise ManifestError(f"style {owner!r}: sha256 must be 64 hex digits")
+    return text
 
 
 def _optional_name(value: object, owner: str) -> str | None:

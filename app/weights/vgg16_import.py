@@ -13,12 +13,12 @@ pads, so no border differs.
 
 from __future__ import annotations
 
-import hashlib
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
+from app.core.files import file_sha256
 from app.weights.onnx_import import onnx_initializers
 from app.weights.tensor_cache import cached_tensors
 
@@ -61,13 +61,10 @@ def carrier_installed() -> bool:
 
 def verify_carrier(path: Path) -> None:
     """Refuse any file but the one whose convolutions were checked against ImageNet VGG-16."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != CARRIER_SHA256:
+    found = file_sha256(path)
+    if found != CARRIER_SHA256:
         raise CarrierUnavailable(
-            f"{path} has sha256 {digest.hexdigest()}, not the {CARRIER_SHA256} of "
+            f"{path} has sha256 {found}, not the {CARRIER_SHA256} of "
             f"{CARRIER_PACKAGE}; reinstall that exact version"
         )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -171,6 +173,28 @@ def test_manifest_styles_appear_only_when_their_file_exists(tmp_path: Path) -> N
     assert styles["fetched"].origin is StyleOrigin.official
     assert styles["present"].checkpoint == tmp_path / "present.pth"
     assert all(s.network is NetworkFamily.transformer and s.index is None for s in styles.values())
+
+
+def test_a_style_whose_file_is_not_the_pinned_one_is_not_served(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good, bad = b"the trained weights", b"a truncated copy"
+    pins = {"kept": hashlib.sha256(good).hexdigest(), "dropped": hashlib.sha256(good).hexdigest()}
+    manifest = Manifest(
+        downloads={},
+        styles={
+            name: StyleEntry(name, f"{name}.safetensors", name, "d", "s", "MIT", sha256=pin)
+            for name, pin in pins.items()
+        },
+    )
+    (tmp_path / "kept.safetensors").write_bytes(good)
+    (tmp_path / "dropped.safetensors").write_bytes(bad)
+    with caplog.at_level(logging.ERROR):
+        served = [style.name for style in manifest_styles(manifest, tmp_path)]
+    assert served == ["kept"]
+    assert (
+        "style dropped not served" in caplog.text and hashlib.sha256(bad).hexdigest() in caplog.text
+    )
 
 
 def test_catalog_keeps_display_order_and_add_replaces(

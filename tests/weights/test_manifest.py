@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -158,3 +159,18 @@ def test_repository_manifest_is_pinned_where_a_checksum_is_published() -> None:
         if not style.official:
             assert (REPO_MODELS / style.file).is_file(), f"{style.file} is not in models/"
             assert style.stands_in_for in manifest.styles and style.recipe
+
+
+def test_committed_inbox_weights_are_the_ones_the_manifest_pins() -> None:
+    """Each in-box style file hashes (here, independently of the app) to its manifest pin."""
+    manifest = load_manifest(REPO_MODELS)
+    inbox = [style for style in manifest.styles.values() if not style.official]
+    assert inbox, "the repository ships in-box styles"
+    for style in inbox:
+        found = hashlib.sha256((REPO_MODELS / style.file).read_bytes()).hexdigest()
+        assert style.sha256 == found, f"{style.file}: manifest pins {style.sha256!r}"
+
+
+def test_style_sha256_must_be_a_full_digest(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match=r"'short'.*64 hex digits"):
+        load_manifest(write(tmp_path, '[styles.short]\nfile = "s.pth"\nsha256 = "abc"\n'))
