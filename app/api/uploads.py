@@ -13,6 +13,7 @@ from app.api.access import may_access
 from app.api.database import DATABASE_OUTAGES, database_unavailable, with_schema
 from app.api.problems import ProblemError
 from app.core.config import Settings
+from app.core.number_lists import blend_weights
 from app.imaging.decode import ImageRejected
 from app.serving.executor import ExecutorBusy
 from app.serving.service import Service
@@ -80,26 +81,11 @@ def checked_max_size(size: int, settings: Settings) -> int:
 
 
 def parse_style_weights(text: str | None, count: int) -> tuple[float, ...] | None:
-    """`0.7,0.3` -> (0.7, 0.3); one finite non-negative weight per style image, not all zero."""
-    if text is None:
-        return None
+    """`0.7,0.3` -> (0.7, 0.3): one weight per style image (`blend_weights`), else 422."""
     try:
-        weights = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise ProblemError(
-            422, "invalid_parameter", f"style_weights must be numbers like 0.7,0.3, not {text!r}"
-        ) from None
-    if len(weights) != count:
-        raise ProblemError(
-            422,
-            "invalid_parameter",
-            f"style_weights has {len(weights)} values for {count} style images",
-        )
-    if not all(0.0 <= w <= 1e6 for w in weights) or sum(weights) <= 0.0:
-        raise ProblemError(
-            422, "invalid_parameter", "style_weights must be finite, >= 0 and not all zero"
-        )
-    return weights
+        return blend_weights(text, count)
+    except ValueError as exc:
+        raise ProblemError(422, "invalid_parameter", f"style_weights: {exc}") from exc
 
 
 async def resolve_style(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from app.core.config import get_settings
+from app.core.number_lists import parse_numbers
 
 if TYPE_CHECKING:
     import numpy as np
@@ -156,12 +157,10 @@ def _load(path: Path, long_side: int, max_pixels: int) -> np.ndarray:
 
 
 def _numbers(raw: str | None, kind: type[float] | type[int]) -> Any:
-    if raw is None or not raw.strip():
-        return None
     try:
-        return tuple(kind(part) for part in raw.split(","))
-    except ValueError:
-        _fail(f"expected a comma-separated list of numbers, got {raw!r}", code=2)
+        return parse_numbers(raw, kind)
+    except ValueError as exc:
+        _fail(str(exc), code=2)
 
 
 def _fail(message: str, *, code: int = 1) -> NoReturn:

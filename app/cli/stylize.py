@@ -12,6 +12,7 @@ import typer
 from tqdm import tqdm
 
 from app.core.config import get_settings
+from app.core.number_lists import blend_weights
 from app.imaging.decode import ImageRejected
 from app.imaging.encode import OutputFormat
 from app.serving.predict import PredictOptions, painting_style, predict_bytes
@@ -78,12 +79,8 @@ def stylize_files(
     service.load(warmup=False)
     assert service.runner is not None
     paintings = style_images or []
-    weights = None
     try:
-        if style_weights is not None:
-            weights = tuple(float(part) for part in style_weights.split(","))
-            if len(weights) != len(paintings) or min(weights) < 0 or sum(weights) <= 0:
-                raise ValueError("one non-negative weight per --style-image, not all zero")
+        weights = blend_weights(style_weights, len(paintings))
         painting_bytes = tuple(path.read_bytes() for path in paintings)
         choice = None if paintings else service.catalog.resolve(style or service.default_style)
     except (UnknownStyle, InvalidBlend, ValueError, OSError) as exc:

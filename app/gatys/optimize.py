@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from app.core.progress import Cancelled
+from app.imaging.color import RGB_TO_YCBCR
 from app.perceptual.backbones import Backbone, LossWeights
 from app.perceptual.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 
@@ -496,13 +497,7 @@ def _resize_long_side(image: Tensor, size: int) -> Tensor:
 
 
 # Full-range ITU-R BT.601 (JPEG) YCbCr; chroma is centred on 0.5.
-_RGB_TO_YCBCR = torch.tensor(
-    [
-        [0.299, 0.587, 0.114],
-        [-0.168736, -0.331264, 0.5],
-        [0.5, -0.418688, -0.081312],
-    ]
-)
+_RGB_TO_YCBCR = torch.from_numpy(RGB_TO_YCBCR)
 _YCBCR_TO_RGB = torch.linalg.inv(_RGB_TO_YCBCR.double()).float()
 _CHROMA_OFFSET = torch.tensor([0.0, 0.5, 0.5]).view(1, 3, 1, 1)
 

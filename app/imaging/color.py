@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-# ITU-R BT.601 full-range (JPEG) RGB <-> YCbCr.
-_TO_YCBCR = np.array(
+# ITU-R BT.601 full-range (JPEG) RGB <-> YCbCr; Gatys colour preservation uses it too.
+RGB_TO_YCBCR = np.array(
     [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
     dtype=np.float32,
 )
-_FROM_YCBCR = np.linalg.inv(_TO_YCBCR).astype(np.float32)
+_FROM_YCBCR = np.linalg.inv(RGB_TO_YCBCR).astype(np.float32)
 
 
 def rgb_to_ycbcr(pixels: np.ndarray) -> np.ndarray:
     """uint8 or float RGB (0..255) -> float YCbCr with chroma centred on 0."""
-    return pixels.astype(np.float32) @ _TO_YCBCR.T
+    return pixels.astype(np.float32) @ RGB_TO_YCBCR.T
 
 
 def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ Watching, fetching and cancelling are the same for every kind (app/api/routes/jo
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
@@ -18,7 +18,8 @@ from app.api.job_submission import check_pending, enqueue, invalid, normalised_p
 from app.api.problems import ProblemError, problem_responses
 from app.api.uploads import FileList, unknown_style
 from app.core.config import Settings
-from app.gatys.optimize import GatysOptions
+from app.core.number_lists import parse_numbers
+from app.gatys.optimize import GatysOptions, InitName, OptimizerName, PreserveColor
 from app.jobs.kinds.gatys_options import DOWNSCALE_FACTOR, options_to_json
 from app.jobs.store import NewJob
 from app.styles.catalog import StyleCatalog, UnknownStyle
@@ -48,11 +49,11 @@ async def submit_job(
     content_weight: Annotated[float | None, Form(ge=0)] = None,
     style_weight: Annotated[float | None, Form(ge=0)] = None,
     tv_weight: Annotated[float | None, Form(ge=0)] = None,
-    optimizer: Annotated[Literal["lbfgs", "adam"], Form()] = "lbfgs",
-    init: Annotated[Literal["content", "noise", "style"], Form()] = "content",
+    optimizer: Annotated[OptimizerName, Form()] = "lbfgs",
+    init: Annotated[InitName, Form()] = "content",
     seed: Annotated[int | None, Form(ge=0, lt=2**63)] = None,
     style_scale: Annotated[float, Form(gt=0, le=4, description="Style size / output size.")] = 1.0,
-    preserve_color: Annotated[Literal["none", "luminance", "histogram"], Form()] = "none",
+    preserve_color: Annotated[PreserveColor, Form()] = "none",
     style_weights: Annotated[
         str | None, Form(max_length=200, description="Comma list, one weight per style image.")
     ] = None,
@@ -138,13 +139,10 @@ def _check_style_source(
 
 
 def _parse_list(raw: str | None, kind: type[float] | type[int], field: str) -> Any:
-    if raw is None or not raw.strip():
-        return None
     try:
-        return tuple(kind(part) for part in raw.split(","))
-    except ValueError:
-        noun = "numbers" if kind is float else "whole numbers"
-        raise invalid(field, f"expected comma-separated {noun}, got {raw!r}") from None
+        return parse_numbers(raw, kind)
+    except ValueError as exc:
+        raise invalid(field, str(exc)) from None
 
 
 def _build_options(settings: Settings, style_count: int, **values: Any) -> GatysOptions:
