@@ -318,20 +318,21 @@ class StyleRunner:
         strength: float = 1.0,
         keep_colors: bool = False,
     ) -> np.ndarray:
-        """Stylize, then apply colour preservation and the strength blend.
+        """Stylize, then apply colour preservation and the strength blend."""
+        choice, strength = self.with_strength(choice, strength, pixels)
+        return finish(self.stylize(pixels, choice), pixels, strength, keep_colors)
 
-        For arbitrary styles strength interpolates style vectors between the photo's own and the
-        painting's, as Ghiasi et al. do; for the other engines it blends pixels.
-        """
+    def with_strength(
+        self, choice: StyleChoice, strength: float, reference: np.ndarray
+    ) -> tuple[StyleChoice, float]:
+        """The (choice, pixel blend) that renders `choice` at `strength`. For painting styles
+        strength interpolates style vectors between `reference`'s own and the painting's, as
+        Ghiasi et al. do, and no pixels are blended; for the other networks it blends pixels."""
         vector = arbitrary_vector(choice)
-        if vector is not None and strength < 1.0:
-            own = self.style_vector(pixels)
-            choice = StyleVector(strength * vector + (1.0 - strength) * own)
-            strength = 1.0
-        stylized = self.stylize(pixels, choice)
-        if keep_colors:
-            stylized = preserve_color(stylized, pixels)
-        return blend(stylized, pixels, strength)
+        if vector is None or strength >= 1.0:
+            return choice, strength
+        own = self.style_vector(reference)
+        return StyleVector(strength * vector + (1.0 - strength) * own), 1.0
 
 
 class _NetworkPixels(NamedTuple):
@@ -349,6 +350,15 @@ def _transformer_key(style: Style) -> str:
         # By file: an in-box style serving the official name shares its network with itself.
         return str(style.checkpoint)
     return f"{style.name}:{hashlib.blake2b(style.weights, digest_size=8).hexdigest()}"
+
+
+def finish(
+    stylized: np.ndarray, source: np.ndarray, strength: float, keep_colors: bool
+) -> np.ndarray:
+    """Colour preservation, then the pixel blend toward the source photo."""
+    if keep_colors:
+        stylized = preserve_color(stylized, source)
+    return blend(stylized, source, strength)
 
 
 def arbitrary_vector(choice: StyleChoice) -> torch.Tensor | None:

@@ -12,9 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from app.imaging.color import blend, preserve_color
-from app.serving.runner import StyleRunner, arbitrary_vector
-from app.styles.catalog import StyleChoice, StyleVector
+from app.serving.runner import StyleRunner, finish
+from app.styles.catalog import StyleChoice
 
 
 class FrameStylizer:
@@ -30,25 +29,21 @@ class FrameStylizer:
         self.choice = choice
         self.strength = strength
         self.keep_colors = keep_colors
-        self._vector_mixed = arbitrary_vector(choice) is None or strength >= 1.0
+        self._strength_applied = False
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         if not frames:
             return []
-        if not self._vector_mixed:
-            vector = arbitrary_vector(self.choice)
-            assert vector is not None
-            own = self.runner.style_vector(frames[0])
-            self.choice = StyleVector(self.strength * vector + (1.0 - self.strength) * own)
-            self._vector_mixed = True
-            self.strength = 1.0
+        if not self._strength_applied:
+            self.choice, self.strength = self.runner.with_strength(
+                self.choice, self.strength, frames[0]
+            )
+            self._strength_applied = True
         if self.runner.device.type == "cuda" and len(frames) > 1:
             stylized = list(self.runner.stylize_batch(np.stack(frames), self.choice))
         else:
             stylized = [self.runner.stylize(frame, self.choice) for frame in frames]
-        out = []
-        for source, pixels in zip(frames, stylized, strict=True):
-            if self.keep_colors:
-                pixels = preserve_color(pixels, source)
-            out.append(blend(pixels, source, self.strength))
-        return out
+        return [
+            finish(pixels, source, self.strength, self.keep_colors)
+            for source, pixels in zip(frames, stylized, strict=True)
+        ]
