@@ -52,7 +52,7 @@ fetch-models: $(STAMP)
 SHARED ?= ../shared/images
 TRAIN_CHECKPOINTS ?= data/training
 TRAIN_ITERATIONS ?= 2000
-TRAIN_STYLES ?= mosaic:5 candy:8 rain-princess:6 udnie:10
+TRAIN_STYLES ?= mosaic:5 candy:5 rain-princess:6 udnie:10
 TRAIN_PHOTOS := $(SHARED)/training $(filter-out %/amber.jpg,$(wildcard $(SHARED)/photos/*.jpg))
 train-styles: $(STAMP)
 	for pair in $(TRAIN_STYLES); do \

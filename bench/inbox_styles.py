@@ -126,7 +126,7 @@ def main() -> None:
         mine = metrics.describe(ours)
         table.append((style, {s: metrics.distances(mine, described[s]) for s in STYLES}))
     sheet(rows, args.sheet)
-    print(f"contact sheet: {args.sheet.relative_to(ROOT)} (painting | official | ours | ours on "
+    print(f"contact sheet: {args.sheet} (painting | official | ours | ours on "
           f"{', '.join(EXTRA_PHOTOS)})\n")  # fmt: skip
     for index, label in enumerate(("style (predictor cosine)", "gram (EfficientNet)", "colour")):
         print(f"{label} distance from ours to each official output; * = nearest")
