@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,22 +35,13 @@ def photo(name: str, megapixels: float) -> np.ndarray:
         return np.asarray(image.convert("RGB").resize((w, h), Image.Resampling.LANCZOS))
 
 
-def main() -> None:
-    from app.nets.norm_stats import CollectAllStats, InjectStats, RecordStats, probe_layout
-    from app.serving.pixels import network_input
+def refine(args: argparse.Namespace) -> None:
+    """Print the difference to untiled after each pass, per photo and network."""
+    from app.nets.multistyle import NUM_STYLES
     from app.serving.runner import StyleRunner
-    from app.serving.tiling import downscaled_stats, StatsNetworks
     from app.styles.catalog import MultiStyleBlend, SingleStyle, StyleVector, manifest_styles
     from app.weights.manifest import load_manifest
-    from app.nets.multistyle import NUM_STYLES
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--megapixels", type=float, default=1.5)
-    parser.add_argument("--ratio", type=float, default=16.0, help="image / copy pixels")
-    parser.add_argument("--passes", type=int, default=4)
-    parser.add_argument("--photos", default="tubingen.jpg")
-    parser.add_argument("--networks", default="transformer,multistyle,arbitrary")
-    args = parser.parse_args()
     torch.set_num_threads(1)
     CACHE.mkdir(parents=True, exist_ok=True)
     runner = StyleRunner(torch.device("cpu"), CACHE, cpu_backend="torch")
@@ -59,49 +51,75 @@ def main() -> None:
     runner.load_transformer(mosaic)
     weights = torch.zeros(NUM_STYLES)
     weights[[3, 19]] = torch.tensor([0.7, 0.3])
-    painting = photo("hoovertowernight.jpg", 0.1)
     choices = {
         "transformer": SingleStyle(mosaic),
         "multistyle": MultiStyleBlend(weights),
-        "arbitrary": StyleVector(runner.style_vector(painting)),
+        "arbitrary": StyleVector(runner.style_vector(photo("hoovertowernight.jpg", 0.1))),
     }
     for name in args.photos.split(","):
         image = photo(name, args.megapixels)
-        x = torch.from_numpy(network_input(image))
-        h, w = image.shape[:2]
         for network in args.networks.split(","):
             choice = choices[network]
             _, condition = runner._network_for(choice, 1)
             _, (module, _, _) = runner._pixels_for(choice)
-            cond = [torch.from_numpy(np.asarray(c)) for c in condition]
-            layout = probe_layout(lambda t: module(t * 255.0, *[c for c in cond]))
-            record, inject = RecordStats(module), InjectStats(module)
-            collect = CollectAllStats(module, layout)
+            inputs = [torch.from_numpy(np.asarray(c)) for c in condition]
             with torch.no_grad():
-                reference = module(x, *cond)[0].numpy().astype(np.int16)
-                calls = StatsNetworks(
-                    record=lambda t, *c: record(torch.from_numpy(t), *map(torch.from_numpy, c)).numpy(),
-                    collect=[], inject=None, layout=layout)  # type: ignore[arg-type]
-                mean, var = downscaled_stats(image, calls, condition, int(h * w / args.ratio))
-                if args.ratio == 1:  # sanity: the whole image's own statistics are a fixed point
-                    mean, var = downscaled_stats(image, calls, condition, h * w)
-                counts = np.concatenate(
-                    [np.full(c, (h // s) * (w // s)) for c, s in zip(layout.channels, layout.scales)])
-                ones_r, ones_c = torch.ones(h), torch.ones(w)
-                for step in range(args.passes + 1):
-                    m32 = torch.from_numpy(mean.astype(np.float32))
-                    v32 = torch.from_numpy(var.astype(np.float32))
-                    out = inject(x, *cond, m32, v32)[0].numpy().astype(np.int16)
-                    d = np.abs(out - reference)
-                    print(f"{name} {w}x{h} 1/{args.ratio:g} {network:11s} pass {step}: "
-                          f"mean {d.mean():.3f} p99 {np.percentile(d, 99):.0f} max {d.max()}",
-                          flush=True)
-                    if step == args.passes:
-                        break
-                    parts = collect(x, *cond, m32, v32, ones_r, ones_c).numpy().astype(np.float64)
-                    shift, s1, s2 = parts
-                    mean = shift + s1 / counts
-                    var = np.maximum(s2 / counts - (s1 / counts) ** 2, 0.0)
+                for step, difference in enumerate(passes(module, image, inputs, args)):
+                    print(
+                        f"{name} {image.shape[1]}x{image.shape[0]} 1/{args.ratio:g} {network:11s} "
+                        f"pass {step}: mean {difference.mean():.3f} "
+                        f"p99 {np.percentile(difference, 99):.0f} max {difference.max()}",
+                        flush=True,
+                    )
+
+
+def passes(
+    module: torch.nn.Module,
+    image: np.ndarray,
+    condition: list[torch.Tensor],
+    args: argparse.Namespace,
+) -> Iterator[np.ndarray]:
+    """|rendered - untiled| after 0, 1, ... refinement passes from the downscaled statistics."""
+    from app.nets.norm_stats import CollectAllStats, InjectStats, RecordStats, probe_layout
+    from app.serving.pixels import network_input
+
+    h, w = image.shape[:2]
+    x = torch.from_numpy(network_input(image))
+    layout = probe_layout(lambda t: module(t * 255.0, *condition))
+    inject, collect = InjectStats(module), CollectAllStats(module, layout)
+    reference = module(x, *condition)[0].numpy().astype(np.int16)
+    small = image
+    if args.ratio > 1:  # ratio 1: the image's own statistics, a fixed point (sanity check)
+        side = (round(w / math.sqrt(args.ratio)), round(h / math.sqrt(args.ratio)))
+        small = np.asarray(Image.fromarray(image).resize(side, Image.Resampling.BOX))
+    small = small[: small.shape[0] // 4 * 4, : small.shape[1] // 4 * 4]
+    recorded = RecordStats(module)(torch.from_numpy(network_input(small)), *condition)
+    mean, var = recorded[0].double().numpy(), recorded[1].double().numpy()
+    counts = np.concatenate(
+        [
+            np.full(c, (h // s) * (w // s))
+            for c, s in zip(layout.channels, layout.scales, strict=True)
+        ]
+    )
+    for step in range(args.passes + 1):
+        m32 = torch.from_numpy(mean.astype(np.float32))
+        v32 = torch.from_numpy(var.astype(np.float32))
+        yield np.abs(inject(x, *condition, m32, v32)[0].numpy().astype(np.int16) - reference)
+        if step == args.passes:
+            return
+        shift, s1, s2 = collect(x, *condition, m32, v32, torch.ones(h), torch.ones(w)).double()
+        mean = (shift + s1 / counts).numpy()
+        var = np.maximum((s2 / counts - (s1 / counts) ** 2).numpy(), 0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megapixels", type=float, default=1.5)
+    parser.add_argument("--ratio", type=float, default=16.0, help="image / copy pixels")
+    parser.add_argument("--passes", type=int, default=4)
+    parser.add_argument("--photos", default="tubingen.jpg")
+    parser.add_argument("--networks", default="transformer,multistyle,arbitrary")
+    refine(parser.parse_args())
 
 
 if __name__ == "__main__":

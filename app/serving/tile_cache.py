@@ -22,6 +22,8 @@ ONNX/OpenVINO graphs cannot stop half-way and resume); on CUDA it is the native 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import queue
 import shutil
 import tempfile
@@ -54,6 +56,36 @@ from app.serving.tiling import (
 _SPILL_MIN_BYTES = 1 << 16
 # Spill and restore copy through a buffer of this size (numpy views of a storage would pin it).
 _CHUNK_BYTES = 1 << 24
+
+
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def _load_trim() -> Callable[[], object]:
+    """Make freed activations go back to the system (glibc; a no-op elsewhere).
+
+    glibc keeps freed memory in per-thread arenas, and after each large free it raises its
+    mmap threshold (up to 32 MiB) so that later tensors of that size land in those arenas:
+    a paused tile's spilled activations would still count as resident. A fixed threshold of
+    1 MiB keeps every large tensor in its own mapping, unmapped when freed (process-wide, set
+    on the first cached tiling); malloc_trim hands back what the arenas still hold."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    trim, mallopt = getattr(libc, "malloc_trim", None), getattr(libc, "mallopt", None)
+    if trim is None or mallopt is None:
+        return lambda: None
+    configured: list[bool] = []
+
+    def release() -> None:
+        if not configured:
+            mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+            configured.append(True)
+        trim(0)
+
+    return release
+
+
+_trim = _load_trim()
 
 
 class _Cancelled(Exception):
@@ -193,6 +225,7 @@ class _Tile:
                 del data
                 storage.resize_(0)
                 self.spilled.append((storage, size))
+        _trim()
 
     def _restore(self) -> None:
         chunk = np.empty(_CHUNK_BYTES, np.uint8)
@@ -206,6 +239,10 @@ class _Tile:
                     file.readinto(chunk[: stop - start].data)
                     data[start:stop].copy_(staging[: stop - start])
         self.spilled = []
+
+
+def _float32(values: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(values.astype(np.float32))
 
 
 def _bytes_of(storage: torch.UntypedStorage) -> torch.Tensor:
@@ -233,6 +270,7 @@ def stylize_cached(
         t.untyped_storage().data_ptr()
         for t in (*module.parameters(), *module.buffers(), *condition)
     )
+    _trim()
     outbox: queue.Queue[_Message] = queue.Queue()
     folder = Path(tempfile.mkdtemp(prefix="atelier-tiles-", dir=spill_dir))
     grid = [(i, j) for i in range(len(rows.starts)) for j in range(len(cols.starts))]
@@ -295,7 +333,10 @@ def _drive(
             shift, s1, s2 = message.payload[1]
             parts.append((count, shift, s1, s2))
         mean, var = combine_moments(parts)
-        stats = (torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(var.astype(np.float32)))
+        stats = (
+            torch.from_numpy(mean.astype(np.float32)),
+            torch.from_numpy(var.astype(np.float32)),
+        )
     return _render(image.shape, tiles, grid, rows, cols, blend, lambda tile: step(tile, stats))
 
 
