@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ from app.serving.tiling import (
 
 # Storages smaller than this stay in memory while paused: not worth a write.
 _SPILL_MIN_BYTES = 1 << 16
-# Spill and restore copy through a buffer of this size (numpy views of a storage would pin it).
+# Spill and restore copy GPU storages through a host buffer of this size.
 _CHUNK_BYTES = 1 << 24
 
 
@@ -212,33 +212,53 @@ class _Tile:
             seen.add(address)
             storages.append(storage)
         self.spilled = []
-        chunk = np.empty(_CHUNK_BYTES, np.uint8)
-        staging = torch.from_numpy(chunk)
         with self.spill.open("wb") as file:
             for storage in storages:
                 size = storage.nbytes()
-                data = _bytes_of(storage)
-                for start in range(0, size, _CHUNK_BYTES):
-                    stop = min(size, start + _CHUNK_BYTES)
-                    staging[: stop - start].copy_(data[start:stop])
-                    file.write(chunk[: stop - start].data)
-                del data
+                _write(file, storage)
                 storage.resize_(0)
                 self.spilled.append((storage, size))
         _trim()
 
     def _restore(self) -> None:
-        chunk = np.empty(_CHUNK_BYTES, np.uint8)
-        staging = torch.from_numpy(chunk)
         with self.spill.open("rb") as file:
             for storage, size in self.spilled:
                 storage.resize_(size)
-                data = _bytes_of(storage)
-                for start in range(0, size, _CHUNK_BYTES):
-                    stop = min(size, start + _CHUNK_BYTES)
-                    file.readinto(chunk[: stop - start].data)
-                    data[start:stop].copy_(staging[: stop - start])
+                _read(file, storage)
         self.spilled = []
+
+
+def _write(file: BinaryIO, storage: torch.UntypedStorage) -> None:
+    """A storage's bytes to the file: straight from its memory on the CPU (a numpy view
+    would pin the storage, which could then not shrink), through a buffer from a GPU."""
+    if storage.device.type == "cpu":
+        file.write(memoryview(_cpu_bytes(storage)))
+        return
+    data, chunk = _bytes_of(storage), np.empty(_CHUNK_BYTES, np.uint8)
+    staging = torch.from_numpy(chunk)
+    for start in range(0, storage.nbytes(), _CHUNK_BYTES):
+        stop = min(storage.nbytes(), start + _CHUNK_BYTES)
+        staging[: stop - start].copy_(data[start:stop])
+        file.write(chunk[: stop - start].data)
+
+
+def _read(file: BinaryIO, storage: torch.UntypedStorage) -> None:
+    """The inverse of `_write`, into a storage regrown to its size."""
+    if storage.device.type == "cpu":
+        if file.readinto(memoryview(_cpu_bytes(storage))) != storage.nbytes():
+            raise OSError("spill file ended early")
+        return
+    data, chunk = _bytes_of(storage), np.empty(_CHUNK_BYTES, np.uint8)
+    staging = torch.from_numpy(chunk)
+    for start in range(0, storage.nbytes(), _CHUNK_BYTES):
+        stop = min(storage.nbytes(), start + _CHUNK_BYTES)
+        file.readinto(chunk[: stop - start].data)
+        data[start:stop].copy_(staging[: stop - start])
+
+
+def _cpu_bytes(storage: torch.UntypedStorage) -> ctypes.Array[ctypes.c_char]:
+    """The storage's memory as a ctypes buffer (valid while the storage keeps its size)."""
+    return (ctypes.c_char * storage.nbytes()).from_address(storage.data_ptr())
 
 
 def _float32(values: np.ndarray) -> torch.Tensor:
