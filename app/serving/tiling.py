@@ -9,6 +9,9 @@ with the statistics of the whole feature map. Here every tile runs with statisti
   network up to that layer, with the statistics of the layers before it (already exact)
   injected, and sums its input over the tiles' own regions. The result is the whole image's
   statistics; the cost is the sum of the network's prefixes, several times one inference.
+- `cached`: the same statistics as `exact`, each tile's network run once and paused at every
+  norm layer, its activations spilled to a file meanwhile (`app.serving.tile_cache`; eager
+  torch, so the runner dispatches it there and not through `stylize_tiled`);
 - `downscaled`: the statistics of a copy downscaled to at most `stats_pixels`, in one small
   pass. Seamless too, but these networks respond to scale (a downscaled copy has other
   textures) and to small changes of their statistics, so the colours and contrast drift from
@@ -278,6 +281,8 @@ def stylize_tiled(
     height, width = image.shape[:2]
     rows = axis_tiles(height, options.tile_size, options.context, options.blend)
     cols = axis_tiles(width, options.tile_size, options.context, options.blend)
+    if options.stats == "cached":
+        raise ValueError("cached statistics run in app.serving.tile_cache, on the torch module")
     if options.stats == "exact":
         mean, var = exact_stats(image, networks, condition, rows, cols)
     else:
