@@ -7,7 +7,12 @@ size so load drifts hit them alike:
 
 - `untiled`: the whole image in one network call (only up to `--untiled-max` MP);
 - `tiled exact`: tiles of ATELIER_TILE_SIZE with the whole image's statistics, layer by layer;
+- `tiled cached`: the same statistics, each tile's network run once and paused at every norm
+  layer (`app/serving/tile_cache.py`; eager torch whatever `--backend` says);
 - `tiled downscaled`: tiles with statistics from a downscaled copy.
+
+`--backend` picks the backend of the other variants: `auto` (the service's default: OpenVINO
+bf16 on CPUs with fast bf16, else onnxruntime fp32), `fp32` (onnxruntime) or `torch` (eager).
 
 Peak working memory is the process's peak resident set (VmHWM) during the request minus its
 resident set just before it, after the networks were loaded and warmed at the tile shape (the
@@ -16,6 +21,7 @@ it ran (mean and 99th-percentile absolute difference in levels of 255); for the 
 size a difference map and 100% crops across a tile border are written to docs/.
 
     nice -n 5 .venv/bin/python bench/print_size.py [--sizes 1,4,12,24,50] [--threads 1]
+        [--backend auto|fp32|torch] [--variants "untiled,tiled exact,tiled cached"]
 """
 
 from __future__ import annotations
@@ -35,11 +41,16 @@ from machine import machine_header
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
-PHOTO = REPO.parent / "shared" / "images" / "photos" / "tubingen.jpg"
-STYLE = "mosaic"
+SHARED = next(
+    (p for p in (REPO.parent / "shared", REPO.parent.parent / "shared") if p.exists()),
+    REPO.parent / "shared",
+)
+PHOTO = SHARED / "images" / "photos" / "tubingen.jpg"
+STYLE = "mosaic-atelier"
 CACHE = REPO / "data" / "cache"  # converted weights and exports, kept between runs
 RESULTS = REPO / "bench" / "results" / "print-size"  # uploads and outputs (git-ignored)
-VARIANTS = ("untiled", "tiled exact", "tiled downscaled")
+VARIANTS = ("untiled", "tiled exact", "tiled cached", "tiled downscaled")
+STATS = {"tiled exact": "exact", "tiled cached": "cached", "tiled downscaled": "downscaled"}
 
 
 def status_bytes(field: str) -> int:
@@ -61,7 +72,13 @@ def make_upload(megapixels: float, folder: Path) -> Path:
 
 
 def child(
-    variant: str, upload: Path, output: Path, tile_size: int, threads: int, device: str
+    variant: str,
+    upload: Path,
+    output: Path,
+    tile_size: int,
+    threads: int,
+    device: str,
+    backend: str,
 ) -> None:
     """One request in this process; prints a JSON line of its measurements (on CUDA the
     working memory is the peak of allocated VRAM instead of resident memory)."""
@@ -78,12 +95,13 @@ def child(
     torch.set_num_threads(threads)
     tiles = TileOptions(
         tile_size=tile_size if variant != "untiled" else 50_000,
-        stats="downscaled" if variant == "tiled downscaled" else "exact",
+        stats=STATS.get(variant, "exact"),  # type: ignore[arg-type]
     )
     runner = StyleRunner(
         torch.device(device),
         CACHE,
-        cpu_precision=choose_cpu_precision("auto"),
+        cpu_backend="torch" if backend == "torch" else "onnxruntime",
+        cpu_precision=choose_cpu_precision("auto" if backend == "auto" else "fp32"),
         threads=threads,
         tiles=tiles,
     )
@@ -114,18 +132,25 @@ def child(
                 "working_mib": (peak - before) / 2**20,
                 "base_mib": before / 2**20,
                 "size": [result.width, result.height],
-                "backend": runner.backend_name,
+                "backend": f"torch-{device}" if variant == "tiled cached" else runner.backend_name,
             }
         )
     )
 
 
 def run_child(
-    variant: str, upload: Path, output: Path, tile_size: int, threads: int, device: str
+    variant: str,
+    upload: Path,
+    output: Path,
+    tile_size: int,
+    threads: int,
+    device: str,
+    backend: str,
 ) -> dict[str, float]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, __file__, "--child", variant, str(upload), str(output)]
     command += ["--tile-size", str(tile_size), "--threads", str(threads), "--device", device]
+    command += ["--backend", backend]
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{variant} {upload.name} failed:\n{done.stderr[-3000:]}")
@@ -138,7 +163,12 @@ def decode(path: Path) -> np.ndarray:
 
 
 def crop_figure(
-    untiled: Path, tiled: Path, tile_size: int, target: Path, crop: int = 320
+    untiled: Path,
+    tiled: Path,
+    tile_size: int,
+    target: Path,
+    crop: int = 320,
+    variant: str = "tiled exact",
 ) -> tuple[float, float]:
     """Untiled | tiled | difference x8 at 100%, centred on a tile corner; and the full
     difference map (downscaled) beside them. Returns (mean, p99) difference."""
@@ -176,7 +206,7 @@ def crop_figure(
         draw.line(
             [(x0 - 8 if panel else 0, label + crop // 2), (x0, label + crop // 2)], fill="red"
         )
-    titles = ("untiled (reference), 100%", "tiled, exact statistics, 100%", "|difference| x 8")
+    titles = ("untiled (reference), 100%", f"{variant}, 100%", "|difference| x 8")
     for panel, title in enumerate(titles):
         draw.text((panel * (crop + 8) + 4, 6), title, fill="black")
     draw.text(
@@ -198,29 +228,46 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--figure", type=float, default=24.0, help="MP of the crop figure")
+    parser.add_argument("--figure-variant", default="tiled exact", help="tiled variant drawn")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the VRAM curve")
     parser.add_argument(
         "--exact-max", type=float, default=50.0, help="largest MP run with exact statistics"
     )
+    parser.add_argument("--backend", default="auto", choices=("auto", "fp32", "torch"))
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "UPLOAD", "OUTPUT"))
     parser.add_argument("--redraw", type=float, help="only redraw the crop figure of this MP")
     args = parser.parse_args()
     if args.redraw:
-        stem = RESULTS / f"{args.redraw:g}"
+        stem = RESULTS / f"{args.redraw:g}-{args.backend}"
         figure = REPO / "docs" / "print-size-crops.jpg"
+        tiled = Path(f"{stem}-{args.figure_variant.replace(' ', '-')}.png")
         print(
             crop_figure(
-                Path(f"{stem}-untiled.png"), Path(f"{stem}-tiled-exact.png"), args.tile_size, figure
+                Path(f"{stem}-untiled.png"),
+                tiled,
+                args.tile_size,
+                figure,
+                variant=args.figure_variant,
             )
         )
         return
     if args.child:
         variant, upload, output = args.child
-        child(variant, Path(upload), Path(output), args.tile_size, args.threads, args.device)
+        child(
+            variant,
+            Path(upload),
+            Path(output),
+            args.tile_size,
+            args.threads,
+            args.device,
+            args.backend,
+        )
         return
     print(machine_header("bench/print_size.py"))
     print(
-        f"- style {STYLE} (TransformerNet) on {args.device}, tile size {args.tile_size}, "
+        f"- style {STYLE} (TransformerNet) on {args.device} ({args.backend}; `tiled cached` "
+        f"runs eager torch), tile size {args.tile_size}, "
         f"{args.threads} thread(s); working memory = peak "
         + ("allocated VRAM" if args.device == "cuda" else "RSS")
         + " during the request minus before it"
@@ -236,38 +283,42 @@ def main() -> None:
         upload = make_upload(megapixels, work)
         skip = {"untiled": megapixels > args.untiled_max}
         skip["tiled exact"] = megapixels > args.exact_max
-        variants = [v for v in VARIANTS if not skip.get(v, False)]
+        chosen = args.variants.split(",")
+        variants = [v for v in VARIANTS if v in chosen and not skip.get(v, False)]
         variants = variants[order % len(variants) :] + variants[: order % len(variants)]
         results: dict[str, dict[str, float]] = {}
         for variant in variants:
-            output = work / f"{megapixels:g}-{variant.replace(' ', '-')}.png"
+            output = work / f"{megapixels:g}-{args.backend}-{variant.replace(' ', '-')}.png"
             results[variant] = run_child(
-                variant, upload, output, args.tile_size, args.threads, args.device
+                variant, upload, output, args.tile_size, args.threads, args.device, args.backend
             )
         for variant in VARIANTS:
             if variant not in results:
                 continue
             result = results[variant]
-            output = work / f"{megapixels:g}-{variant.replace(' ', '-')}.png"
+            output = work / f"{megapixels:g}-{args.backend}-{variant.replace(' ', '-')}.png"
             ratio = diff = p99 = "-"
             if "untiled" in results:
                 ratio = f"{result['seconds'] / results['untiled']['seconds']:.2f}"
                 if variant != "untiled":
-                    reference = work / f"{megapixels:g}-untiled.png"
+                    reference = work / f"{megapixels:g}-{args.backend}-untiled.png"
                     delta = np.abs(decode(reference).astype(np.int16) - decode(output))
                     diff, p99 = f"{delta.mean():.3f}", f"{np.percentile(delta, 99):.0f}"
-                    if variant == "tiled exact" and megapixels == args.figure:
+                    if variant == args.figure_variant and megapixels == args.figure:
                         crop_figure(
                             reference,
                             output,
                             args.tile_size,
                             REPO / "docs" / "print-size-crops.jpg",
+                            variant=variant,
                         )
             w, h = result["size"]
             with (work / f"rows-{args.device}.jsonl").open("a") as rows:
-                rows.write(json.dumps({"variant": variant, "mp": w * h / 1e6, **result}) + "\n")
+                row = {"variant": variant, "mp": w * h / 1e6, "backend": args.backend, **result}
+                rows.write(json.dumps(row) + "\n")
             print(
-                f"| {w * h / 1e6:.1f} ({w}x{h}) | {variant} | {result['seconds']:.1f} | "
+                f"| {w * h / 1e6:.1f} ({w}x{h}) | {variant} ({result['backend']}) | "
+                f"{result['seconds']:.1f} | "
                 f"{ratio} | {result['working_mib']:.0f} | {diff} | {p99} |",
                 flush=True,
             )
@@ -283,10 +334,10 @@ def plot(rows_file: Path, target: Path) -> None:
     latest: dict[tuple[str, float], dict] = {}
     for line in rows_file.read_text().splitlines():
         row = json.loads(line)
-        latest[(row["variant"], round(row["mp"], 1))] = row
-    curve: dict[str, list[tuple[float, float, float]]] = {v: [] for v in VARIANTS}
+        latest[(f"{row['variant']} ({row.get('backend', '?')})", round(row["mp"], 1))] = row
+    curve: dict[str, list[tuple[float, float, float]]] = {}
     for (variant, mp), row in sorted(latest.items(), key=lambda item: item[0][1]):
-        curve[variant].append((mp, row["seconds"], row["working_mib"]))
+        curve.setdefault(variant, []).append((mp, row["seconds"], row["working_mib"]))
 
     matplotlib.use("Agg")
     from matplotlib import pyplot

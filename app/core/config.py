@@ -74,11 +74,13 @@ class Settings(BaseSettings):
         "side (context included): the per-request working memory bound. Smaller images run "
         "whole (the fast path).",
     )
-    tile_stats: Literal["exact", "downscaled"] = Field(
+    tile_stats: Literal["exact", "cached", "downscaled"] = Field(
         "exact",
         description="Instance-norm statistics of tiled images: `exact` = the whole image's, "
         "layer by layer over the tiles (as the untiled result; several times the compute); "
-        "`downscaled` = from a copy of ATELIER_TILE_STATS_PIXELS (fast, colours drift).",
+        "`cached` = the same statistics with each tile's network run once, its activations "
+        "spilled to a temporary file (TMPDIR) at every norm layer (eager torch whatever the "
+        "backend); `downscaled` = from a copy of ATELIER_TILE_STATS_PIXELS (fast, colours drift).",
     )
     tile_stats_pixels: int = Field(
         1_000_000,

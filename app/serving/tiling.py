@@ -9,6 +9,9 @@ with the statistics of the whole feature map. Here every tile runs with statisti
   network up to that layer, with the statistics of the layers before it (already exact)
   injected, and sums its input over the tiles' own regions. The result is the whole image's
   statistics; the cost is the sum of the network's prefixes, several times one inference.
+- `cached`: the same statistics as `exact`, each tile's network run once and paused at every
+  norm layer, its activations spilled to a file meanwhile (`app.serving.tile_cache`; eager
+  torch, so the runner dispatches it there and not through `stylize_tiled`);
 - `downscaled`: the statistics of a copy downscaled to at most `stats_pixels`, in one small
   pass. Seamless too, but these networks respond to scale (a downscaled copy has other
   textures) and to small changes of their statistics, so the colours and contrast drift from
@@ -34,7 +37,7 @@ from PIL import Image
 from app.nets.norm_stats import NormLayout
 from app.serving.pixels import SIDE_MULTIPLE, network_input, pad_for_network
 
-StatsMethod = Literal["exact", "downscaled"]
+StatsMethod = Literal["exact", "cached", "downscaled"]
 # A network call: numpy inputs (image, conditions, stats...) in, one numpy array out.
 Call = Callable[..., np.ndarray]
 # Rows per slice when compositing a tile into the canvas: bounds the float temporaries.
@@ -178,19 +181,29 @@ def exact_stats(
         parts = []
         for i, j in _tiles(rows, cols):
             row_mask, col_mask = owned_mask(rows, i), owned_mask(cols, j)
-            tile = network_input(_crop(image, rows, cols, i, j))
+            tile = network_input(tile_crop(image, rows, cols, i, j))
             out = collect(tile, *condition, *injected, row_mask, col_mask).astype(np.float64)
             count = float(row_mask[::step].sum() * col_mask[::step].sum())
             parts.append((count, out[0], out[1], out[2]))
-        total = sum(p[0] for p in parts)
-        mean = sum(n * m + s1 for n, m, s1, _ in parts) / total
-        second = sum(s2 + 2.0 * (m - mean) * s1 + n * (m - mean) ** 2 for n, m, s1, s2 in parts)
+        mean, var = combine_moments(parts)
         means.append(mean)
-        variances.append(np.maximum(second / total, 0.0))
+        variances.append(var)
     return np.concatenate(means), np.concatenate(variances)
 
 
-def _crop(image: np.ndarray, rows: AxisTiles, cols: AxisTiles, i: int, j: int) -> np.ndarray:
+def combine_moments(
+    parts: Sequence[tuple[float, np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-image channel mean and variance from per-tile (count, own mean m, sum of x - m,
+    sum of (x - m)^2), in float64: the parallel-variance formula, so no float32 sum ever spans
+    the whole image."""
+    total = sum(p[0] for p in parts)
+    mean = sum(n * m + s1 for n, m, s1, _ in parts) / total
+    second = sum(s2 + 2.0 * (m - mean) * s1 + n * (m - mean) ** 2 for n, m, s1, s2 in parts)
+    return mean, np.maximum(second / total, 0.0)
+
+
+def tile_crop(image: np.ndarray, rows: AxisTiles, cols: AxisTiles, i: int, j: int) -> np.ndarray:
     top, left = rows.starts[i], cols.starts[j]
     return image[top : top + rows.length, left : left + cols.length]
 
@@ -222,17 +235,17 @@ def render_tiles(
             wx = axis_weights(cols, j, blend)
             left = cols.starts[j]
             tile = networks.inject(
-                network_input(_crop(image, rows, cols, i, j)), *condition, mean32, var32
+                network_input(tile_crop(image, rows, cols, i, j)), *condition, mean32, var32
             )[0]
             yb = row_before[top : top + rows.length]
             xb = col_before[left : left + cols.length]
-            _composite(canvas, tile, top, left, wy, wx, yb, xb)
+            composite(canvas, tile, top, left, wy, wx, yb, xb)
             col_before[left : left + cols.length] += wx
         row_before[top : top + rows.length] += wy
     return canvas
 
 
-def _composite(
+def composite(
     canvas: np.ndarray,
     tile: np.ndarray,
     top: int,
@@ -268,6 +281,8 @@ def stylize_tiled(
     height, width = image.shape[:2]
     rows = axis_tiles(height, options.tile_size, options.context, options.blend)
     cols = axis_tiles(width, options.tile_size, options.context, options.blend)
+    if options.stats == "cached":
+        raise ValueError("cached statistics run in app.serving.tile_cache, on the torch module")
     if options.stats == "exact":
         mean, var = exact_stats(image, networks, condition, rows, cols)
     else:
