@@ -153,6 +153,12 @@ class Settings(BaseSettings):
         "VGG-16 (fetched or in-box), else EfficientNet-Lite0.",
         validation_alias=_gatys_alias("backbone"),
     )
+    gatys_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Precision of the loss network in Gatys jobs: auto = bf16 autocast where "
+        "the device has fast bf16 (AMX or AVX-512 BF16 CPUs, bf16 GPUs), else fp32; the "
+        "pixels being optimised stay fp32.",
+    )
     gatys_default_iterations: int = Field(
         300,
         ge=1,

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from app.core.cpu_features import has_fast_bf16
+from app.core.device import uses_bf16
 from app.core.progress import Cancelled
 from app.nets.transformer_net import TransformerNet, clean_state_dict
 from app.perceptual.backbones import Backbone
@@ -275,14 +275,6 @@ class _Run:
             content_loss=means[0],
             style_loss=means[1],
         )
-
-
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and has_fast_bf16()
 
 
 def stylize_array(net: TransformerNet, image: Tensor) -> np.ndarray:

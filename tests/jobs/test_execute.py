@@ -13,6 +13,7 @@ from PIL import Image
 from app.core.config import Settings
 from app.core.progress import ProgressUpdate
 from app.jobs.execute import execute_job
+from app.jobs.kinds import gatys as gatys_kind
 from app.jobs.models import BlobKind, JobState
 from app.jobs.store import JobStore
 
@@ -189,3 +190,26 @@ def test_a_default_job_runs_on_the_inbox_vgg16_offline(
     assert execute_job(sqlite_store, job_id, WORKER, settings) is JobState.succeeded
     job = sqlite_store.get(job_id)
     assert (job.backbone, job.iteration) == ("vgg16", 2)
+
+
+@pytest.mark.parametrize(("precision", "expected"), [("bf16", True), ("fp32", False)])
+def test_a_gatys_job_runs_at_the_configured_precision(
+    sqlite_store: JobStore,
+    job_settings: Settings,
+    helpers,
+    monkeypatch: pytest.MonkeyPatch,
+    precision: str,
+    expected: bool,
+) -> None:
+    seen: list[bool] = []
+    real_run = gatys_kind.run
+
+    def recording(*args, bf16: bool = False, **kwargs):
+        seen.append(bf16)
+        return real_run(*args, bf16=bf16, **kwargs)
+
+    monkeypatch.setattr(gatys_kind, "run", recording)
+    settings = job_settings.model_copy(update={"gatys_precision": precision})
+    job_id = claimed(sqlite_store, helpers.job(iterations=2))
+    assert execute_job(sqlite_store, job_id, WORKER, settings) is JobState.succeeded
+    assert seen == [expected]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from app.core.device import uses_bf16
 from app.gatys.optimize import GatysOptions, run
 from app.imaging.encode import OutputFormat, encode_image
 from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressUpdate
@@ -36,6 +37,7 @@ class GatysKind(JobKind):
         except (TypeError, ValueError) as exc:
             raise JobInputError(f"the stored options are invalid: {exc}") from exc
         backbone = context.backbone(context.job.backbone or context.settings.gatys_backbone)
+        bf16 = uses_bf16(context.settings.gatys_precision, context.device)
 
         def engine(gatys: GatysOptions) -> np.ndarray:
             return run(
@@ -44,6 +46,7 @@ class GatysKind(JobKind):
                 gatys,
                 backbone,
                 device=context.device,
+                bf16=bf16,
                 on_progress=lambda progress: context.report(ProgressUpdate.of(progress)),
                 on_preview=context.save_preview,
                 should_cancel=context.should_stop,
