@@ -47,20 +47,23 @@ fetch-models: $(STAMP)
 	$(BIN)/atelier models fetch
 
 # Retrains the in-box Johnson styles (models/*-atelier.safetensors) with the recipe in
-# docs/styles.md: the in-box VGG-16 loss network, a style weight per style (STYLE:WEIGHT).
+# docs/styles.md: the in-box VGG-16 loss network, a style weight per style and optionally the
+# painting size (STYLE:WEIGHT[:SIZE], default TRAIN_STYLE_SIZE).
 # Resumable: rerun after an interruption and each style continues from its checkpoint.
 SHARED ?= ../shared/images
 TRAIN_CHECKPOINTS ?= data/training
 TRAIN_ITERATIONS ?= 2000
-TRAIN_STYLES ?= mosaic:5 candy:5 rain-princess:6 udnie:10
+TRAIN_STYLE_SIZE ?= 320
+TRAIN_STYLES ?= mosaic:5:512 candy:5 rain-princess:6 udnie:10
 TRAIN_PHOTOS := $(SHARED)/training $(filter-out %/amber.jpg,$(wildcard $(SHARED)/photos/*.jpg))
 train-styles: $(STAMP)
 	for pair in $(TRAIN_STYLES); do \
-		style=$${pair%%:*}; weight=$${pair##*:}; \
+		style=$${pair%%:*}; rest=$${pair#*:}; weight=$${rest%%:*}; size=$${rest#*:}; \
+		if [ "$$size" = "$$rest" ]; then size=$(TRAIN_STYLE_SIZE); fi; \
 		$(BIN)/atelier train $(SHARED)/paintings/$$style.jpg $(addprefix --photos ,$(TRAIN_PHOTOS)) \
 			--name $$style-atelier --output models/$$style-atelier.safetensors \
 			--checkpoint $(TRAIN_CHECKPOINTS)/$$style.ckpt --iterations $(TRAIN_ITERATIONS) \
-			--batch-size 2 --crop-size 192 --style-size 320 --style-weight $$weight \
+			--batch-size 2 --crop-size 192 --style-size $$size --style-weight $$weight \
 			--backbone vgg16 --seed 0 --cold-start --preview $(TRAIN_CHECKPOINTS)/$$style-preview.jpg || exit 1; \
 	done
 

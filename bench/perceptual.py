@@ -102,19 +102,20 @@ class Objective:
         return self.backbone(photo, self.taps.content)
 
 
-def recipe_from_makefile(makefile: Path) -> tuple[dict[str, float], int]:
-    """Each style's style weight (TRAIN_STYLES) and the --style-size `make train-styles` uses:
-    the Makefile is where the in-box recipe is written down."""
+def recipe_from_makefile(makefile: Path) -> dict[str, tuple[float, int]]:
+    """Each style's (style weight, painting size) as `make train-styles` trains it: TRAIN_STYLES
+    holds STYLE:WEIGHT[:SIZE], TRAIN_STYLE_SIZE the default size. The Makefile is where the
+    in-box recipe is written down."""
     text = makefile.read_text(encoding="utf-8")
-    pairs = re.search(r"^TRAIN_STYLES \?= (.+)$", text, re.MULTILINE)
-    style_size = re.search(r"--style-size (\d+)", text)
-    if pairs is None or style_size is None:
-        raise SystemExit(f"{makefile}: no TRAIN_STYLES line or --style-size in train-styles")
-    weights = {}
-    for pair in pairs.group(1).split():
-        name, _, weight = pair.partition(":")
-        weights[name] = float(weight)
-    return weights, int(style_size.group(1))
+    entries = re.search(r"^TRAIN_STYLES \?= (.+)$", text, re.MULTILINE)
+    default_size = re.search(r"^TRAIN_STYLE_SIZE \?= (\d+)$", text, re.MULTILINE)
+    if entries is None or default_size is None:
+        raise SystemExit(f"{makefile}: no TRAIN_STYLES or TRAIN_STYLE_SIZE line")
+    recipe = {}
+    for entry in entries.group(1).split():
+        name, weight, *size = entry.split(":")
+        recipe[name] = (float(weight), int(size[0]) if size else int(default_size.group(1)))
+    return recipe
 
 
 def load_image(path: Path, long_side: int) -> Tensor:
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--network wants STYLE=PATH with STYLE one of {STYLES}, got {spec!r}")
         overrides[style] = Path(path)
     networks = network_paths(args.models_dir, overrides)
-    style_weights, style_size = recipe_from_makefile(ROOT / "Makefile")
+    recipe = recipe_from_makefile(ROOT / "Makefile")
     backbone = load_backbone(
         "vgg16", args.models_dir, torch.device("cpu"), cache_dir=Settings().cache_dir
     ).for_training()
@@ -319,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         photos = args.photo or list(HELD_OUT.get(size, HELD_OUT[256]))
         for style in args.styles:
             painting = SHARED / "paintings" / f"{style}.jpg"
-            objective = build_objective(backbone, painting, style_weights[style], style_size)
+            style_weight, style_size = recipe[style]
+            objective = build_objective(backbone, painting, style_weight, style_size)
             for photo_path in photos:
                 photo = load_image(photo_path, size)
                 key = curve_key(
