@@ -179,9 +179,12 @@ def wait_for(condition: Callable[[], T | None], timeout: float, what: str, step:
         time.sleep(step)
 
 
-# Tiny-job timings: leases lapse, sweeps and idle polls happen within a second or so.
+# Tiny-job timings: leases lapse, sweeps and idle polls happen within a second or so. fp32, so
+# a job's result is reproduced exactly by rerunning the optimisation by hand (bf16 autocast
+# results depend on the thread count of the process that ran them).
 JOB_TEST_SETTINGS: dict[str, object] = {
     "gatys_backbone": "efficientnet-lite0",
+    "gatys_precision": "fp32",
     "job_lease_seconds": 5.0,
     "job_sweep_interval_s": 0.5,
     "job_poll_interval_s": 0.2,

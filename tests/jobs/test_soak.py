@@ -412,6 +412,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         ATELIER_DATA_DIR=str(settings.data_dir),
         ATELIER_MODELS_DIR=str(settings.models_dir),
         ATELIER_GATYS_BACKBONE=settings.gatys_backbone,
+        ATELIER_GATYS_PRECISION=settings.gatys_precision,
         ATELIER_JOB_LEASE_SECONDS=str(settings.job_lease_seconds),
         ATELIER_JOB_SWEEP_INTERVAL_S=str(settings.job_sweep_interval_s),
         ATELIER_JOB_MAX_ATTEMPTS=str(settings.job_max_attempts),
