@@ -24,10 +24,12 @@ class KindInfo:
 
     def preview_interval(self, options: dict[str, Any]) -> int:
         """Every how many iterations the job saves a preview; 0 when it never does."""
+        if not self.preview_option:
+            return 0
         value: Any = options
         for key in self.preview_option:
             value = value.get(key) if isinstance(value, dict) else None
-        return int(value) if isinstance(value, int | float) and self.preview_option else 0
+        return int(value) if isinstance(value, int | float) else 0
 
 
 KINDS: dict[str, KindInfo] = {
