@@ -6,9 +6,8 @@ stylize, encode PNG (`predict_bytes`, as POST /model/predict does). Variants, in
 size so load drifts hit them alike:
 
 - `untiled`: the whole image in one network call (only up to `--untiled-max` MP);
-- `tiled exact`: tiles of ATELIER_TILE_SIZE with the whole image's statistics, layer by layer;
-- `tiled cached`: the same statistics, each tile's network run once and paused at every norm
-  layer (`app/serving/tile_cache.py`; eager torch whatever `--backend` says);
+- `tiled exact`: the whole image's statistics, the network's segments run band by band
+  (bands of at most ATELIER_TILE_SIZE^2 pixels; `app/serving/bands.py`), the default;
 - `tiled downscaled`: tiles with statistics from a downscaled copy.
 
 `--backend` picks the backend of the other variants: `auto` (the service's default: OpenVINO
@@ -21,7 +20,7 @@ it ran (mean and 99th-percentile absolute difference in levels of 255); for the 
 size a difference map and 100% crops across a tile border are written to docs/.
 
     nice -n 5 .venv/bin/python bench/print_size.py [--sizes 1,4,12,24,50] [--threads 1]
-        [--backend auto|fp32|torch] [--variants "untiled,tiled exact,tiled cached"]
+        [--backend auto|fp32|torch] [--variants "untiled,tiled exact"]
 """
 
 from __future__ import annotations
@@ -49,8 +48,8 @@ PHOTO = SHARED / "images" / "photos" / "tubingen.jpg"
 STYLE = "mosaic-atelier"
 CACHE = REPO / "data" / "cache"  # converted weights and exports, kept between runs
 RESULTS = REPO / "bench" / "results" / "print-size"  # uploads and outputs (git-ignored)
-VARIANTS = ("untiled", "tiled exact", "tiled cached", "tiled downscaled")
-STATS = {"tiled exact": "exact", "tiled cached": "cached", "tiled downscaled": "downscaled"}
+VARIANTS = ("untiled", "tiled exact", "tiled downscaled")
+STATS = {"tiled exact": "exact", "tiled downscaled": "downscaled"}
 
 
 def status_bytes(field: str) -> int:
@@ -132,7 +131,7 @@ def child(
                 "working_mib": (peak - before) / 2**20,
                 "base_mib": before / 2**20,
                 "size": [result.width, result.height],
-                "backend": f"torch-{device}" if variant == "tiled cached" else runner.backend_name,
+                "backend": runner.backend_name,
             }
         )
     )
@@ -266,8 +265,8 @@ def main() -> None:
         return
     print(machine_header("bench/print_size.py"))
     print(
-        f"- style {STYLE} (TransformerNet) on {args.device} ({args.backend}; `tiled cached` "
-        f"runs eager torch), tile size {args.tile_size}, "
+        f"- style {STYLE} (TransformerNet) on {args.device} ({args.backend}), "
+        f"tile size {args.tile_size}, "
         f"{args.threads} thread(s); working memory = peak "
         + ("allocated VRAM" if args.device == "cuda" else "RSS")
         + " during the request minus before it"

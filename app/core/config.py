@@ -70,17 +70,16 @@ class Settings(BaseSettings):
         2048,
         ge=256,
         multiple_of=4,
-        description="Images with more pixels than this squared are stylized in tiles of this "
-        "side (context included): the per-request working memory bound. Smaller images run "
-        "whole (the fast path).",
+        description="Images with more pixels than this squared are stylized in pieces of at "
+        "most this many pixels squared (bands, or tiles for `downscaled`): the per-request "
+        "working memory bound. Smaller images run whole (the fast path).",
     )
-    tile_stats: Literal["exact", "cached", "downscaled"] = Field(
+    tile_stats: Literal["exact", "downscaled"] = Field(
         "exact",
-        description="Instance-norm statistics of tiled images: `exact` = the whole image's, "
-        "layer by layer over the tiles (as the untiled result; several times the compute); "
-        "`cached` = the same statistics with each tile's network run once, its activations "
-        "spilled to a temporary file (TMPDIR) at every norm layer (eager torch whatever the "
-        "backend); `downscaled` = from a copy of ATELIER_TILE_STATS_PIXELS (fast, colours drift).",
+        description="Instance-norm statistics of tiled images: `exact` = the whole image's (the "
+        "untiled result): the network runs segment by segment over full-width bands, every "
+        "layer once, handing activations on through temporary files (TMPDIR); `downscaled` = "
+        "from a copy of ATELIER_TILE_STATS_PIXELS, in overlapping tiles (fast, colours drift).",
     )
     tile_stats_pixels: int = Field(
         1_000_000,

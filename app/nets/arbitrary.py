@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.nets.norm_stats import active_plan, moments
+from app.nets import norm_stats
 from app.nets.same_conv import SameConv2d
 
 STYLE_DIM = 100
@@ -240,7 +240,7 @@ class ConditionalInstanceNorm(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         if self.q_input.enabled:
             return self._forward_int8(x, style)
-        mean, var = moments(x)
+        mean, var = norm_stats.moments(x)
         # one multiply-add over the feature map, as the graph does: x * a + (shift - mean * a)
         a = torch.rsqrt(var + NORM_EPS) * self.scale(style)[:, :, None, None]
         b = self.shift(style)[:, :, None, None] - mean * a
@@ -251,13 +251,13 @@ class ConditionalInstanceNorm(nn.Module):
         x = self.q_input(x)
         gamma = self.q_scale(self.scale(style))[:, :, None, None]
         beta = self.q_shift(self.shift(style))[:, :, None, None]
-        if active_plan() is None:
+        if norm_stats.active_plan() is None:
             mean = self.q_mean(x.mean(dim=(2, 3), keepdim=True))
             sqdiff = self.q_sqdiff((x - mean).square_())
             var = self.q_variance(sqdiff.mean(dim=(2, 3), keepdim=True))
         else:
             # Tiles: the plan's whole-image statistics, rounded where the graph rounds its own.
-            plan_mean, plan_var = moments(x)
+            plan_mean, plan_var = norm_stats.moments(x)
             mean, var = self.q_mean(plan_mean), self.q_variance(plan_var)
         inv_std = self.q_rsqrt(torch.sqrt(self.q_add(var + NORM_EPS)).reciprocal_())
         a = self.q_mul(inv_std * gamma)
@@ -344,9 +344,7 @@ class ArbitraryTransformer(_Int8Emulation):
 
     def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in 0..1 and (N, 100) style vectors -> (N, 3, H, W) in 0..1."""
-        height, width = content.shape[-2:]
-        if min(height, width) < MIN_SIDE:
-            raise ValueError(f"both sides need at least {MIN_SIDE} px, got {height}x{width}")
+        _check_sides(content)
         x = self.q_content(content)
         style = self.q_style(style)
         for conv, quant in zip(self.contract, self.q_contract, strict=True):
@@ -356,7 +354,23 @@ class ArbitraryTransformer(_Int8Emulation):
         for block in self.expand:
             x = block(x, style)
         x = self.q_output(torch.sigmoid(x))
-        return x[..., :height, :width]
+        return _crop_like(x, content)
+
+
+def _check_sides(content: torch.Tensor) -> None:
+    height, width = content.shape[-2:]
+    if min(height, width) < MIN_SIDE:
+        raise ValueError(f"both sides need at least {MIN_SIDE} px, got {height}x{width}")
+
+
+def _crop_like(x: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """The output at the input's size (odd sides come back one row or column larger)."""
+    return x[..., : content.shape[-2], : content.shape[-1]]
+
+
+# Leaves for torch.fx (app.nets.segments): a size check and a crop are not graph arithmetic.
+torch.fx.wrap("_check_sides")
+torch.fx.wrap("_crop_like")
 
 
 def load_predictor(state: dict[str, torch.Tensor], emulate_int8: bool = False) -> StylePredictor:

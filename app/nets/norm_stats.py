@@ -9,10 +9,6 @@ instead, in call order:
 - `record`: use the feature map's own statistics, as usual, and hand them out (a whole image,
   or a downscaled copy of it, gives the statistics the tiles then run with);
 - `inject`: use given per-layer mean and variance (the tiles of the final render);
-- `collect_layer` k with `rows`/`cols` weights: inject the given statistics into layers before
-  k, then sum layer k's input over the tile's own (non-context) region and stop. With the
-  layers before k already exact, a pass over all tiles gives layer k's whole-image statistics
-  at full resolution, exactly (`app.serving.tiling`);
 - `collect_all` with `rows`/`cols` weights: inject the given statistics into every layer and
   sum every layer's input over the tile's own region, in one whole pass. A pass over all tiles
   gives statistics one step closer to the whole image's than the injected ones (the layers'
@@ -21,6 +17,9 @@ instead, in call order:
   docs/print-size.md: kept for that measurement, not used in serving).
 
 Without an active plan nothing changes: the nets export and run exactly as before.
+
+`moments` is also a leaf for torch.fx, which is how `app.nets.segments` finds where to cut a
+network for exact tiled inference.
 """
 
 from __future__ import annotations
@@ -46,7 +45,6 @@ class NormPlan:
     rows: torch.Tensor | None = None  # (H,) 0/1 weight of each input row in the sums
     cols: torch.Tensor | None = None  # (W,)
     scales: tuple[int, ...] = ()  # input side / feature side of each norm layer
-    collect_layer: int | None = None  # with rows/cols: sum this layer only, then stop
     collect_all: bool = False  # with rows/cols: sum every layer, injecting as it goes
     recorded_mean: list[torch.Tensor] = field(default_factory=list)
     recorded_var: list[torch.Tensor] = field(default_factory=list)
@@ -66,9 +64,6 @@ class NormPlan:
             var, mean = torch.var_mean(x, dim=(2, 3), correction=0, keepdim=True)
             self.recorded_mean.append(mean.flatten())
             self.recorded_var.append(var.flatten())
-        elif self._layer == self.collect_layer:
-            self._accumulate(x)
-            raise _Collected
         else:
             if self.collect_all:
                 self._accumulate(x)
@@ -91,10 +86,6 @@ class NormPlan:
         self.shifts.append(shift.flatten())
         self.sums.append(deviation.sum(dim=(0, 2, 3)))
         self.squares.append((deviation * deviation).sum(dim=(0, 2, 3)))
-
-
-class _Collected(Exception):
-    """Ends a forward pass once the layer being collected has been summed."""
 
 
 def active_plan() -> NormPlan | None:
@@ -120,12 +111,16 @@ def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return plan.moments(x)
 
 
+# A leaf when torch.fx traces a network: `app.serving.segments` cuts the graph at these calls.
+torch.fx.wrap("moments")
+
+
 def normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
     """Affine-free instance norm; without a plan exactly `F.instance_norm` (one fused op)."""
     plan = _PLAN.get()
     if plan is None:
         return F.instance_norm(x, eps=eps)
-    mean, var = plan.moments(x)
+    mean, var = moments(x)
     return (x - mean) * torch.rsqrt(var + eps)
 
 
@@ -191,46 +186,11 @@ class InjectStats(nn.Module):
             return self.net(x, *condition)
 
 
-class CollectStats(nn.Module):
-    """Exportable: image, conditions, flat mean and var of the layers before `layer`, row and
-    column weights in; (3, channels of `layer`) out: the tile's channel mean m, and the sums of
-    (x - m) and (x - m)^2 over the weighted region, of the input of norm layer `layer`.
-
-    The pass stops at that layer, so collecting layer k costs only the network up to it.
-    """
-
-    def __init__(self, net: nn.Module, layout: NormLayout, layer: int) -> None:
-        super().__init__()
-        self.net = net
-        self.scales = layout.scales
-        self.layer = layer
-        self.injects = layer > 0
-        name = getattr(net, "export_name", type(net).__name__)
-        self.export_name = f"{name}-CollectStats{layer}"
-
-    def forward(self, x: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        """Inputs: conditions, then (mean, var) unless `layer` is 0, then rows, cols."""
-        if self.injects:
-            *condition, mean, var, rows, cols = inputs
-        else:
-            *condition, rows, cols = inputs
-            mean = var = torch.zeros(0)
-        plan = NormPlan(
-            mean=mean, var=var, rows=rows, cols=cols, scales=self.scales, collect_layer=self.layer
-        )
-        try:
-            with norm_plan(plan):
-                self.net(x, *condition)
-        except _Collected:
-            return torch.stack([plan.shifts[0], plan.sums[0], plan.squares[0]])
-        raise ValueError(f"the network has no norm layer {self.layer}")
-
-
 class CollectAllStats(nn.Module):
     """Exportable: image, conditions, flat mean and var of every layer, row and column weights
-    in; (3, channels of all layers) out: per layer, as `CollectStats`, the tile's channel mean
-    m and the sums of (x - m) and (x - m)^2 over the weighted region of the layer's input, with
-    the given statistics injected into every layer. One whole pass: the refinement step that
+    in; (3, channels of all layers) out: per layer, the tile's channel mean m and the sums of
+    (x - m) and (x - m)^2 over the weighted region of the layer's input, with the given
+    statistics injected into every layer. One whole pass: the refinement step that
     bench/tile_refine_convergence.py measures.
     """
 

@@ -24,7 +24,7 @@ from app.weights import onnx_export
 from app.weights.onnx_export import DynamicAxes
 
 # Bump when a network's forward changes: the export cache key includes it with the weights.
-EXPORT_VERSION = 3
+EXPORT_VERSION = 4
 
 
 def state_digest(module: nn.Module) -> str:
@@ -47,6 +47,7 @@ def export_onnx(
     *,
     dynamic: bool = True,
     axes: DynamicAxes | None = None,
+    output_names: list[str] | None = None,
 ) -> None:
     """Export atomically, with dynamic height/width on the first input and the output unless
     `dynamic` is off; `axes` names the dynamic axes instead (graphs with other outputs)."""
@@ -54,7 +55,12 @@ def export_onnx(
         axes = {input_names[0]: {2: "h", 3: "w"}, "output": {1: "h", 2: "w"}}
     with atomic_path(path) as temporary:
         onnx_export.export_onnx(
-            module, example, temporary, input_names=input_names, dynamic_axes=axes
+            module,
+            example,
+            temporary,
+            input_names=input_names,
+            dynamic_axes=axes,
+            output_names=output_names,
         )
 
 
@@ -66,12 +72,21 @@ def cached_export(
     *,
     dynamic: bool = True,
     axes: DynamicAxes | None = None,
+    output_names: list[str] | None = None,
 ) -> Path:
     """The ONNX file of `module`, exported on first use and reused while its digest holds."""
     name = getattr(module, "export_name", type(module).__name__)
     path = cache_dir / f"{name}-{state_digest(module)}.onnx"
     if not path.exists():
-        export_onnx(module, example, input_names, path, dynamic=dynamic, axes=axes)
+        export_onnx(
+            module,
+            example,
+            input_names,
+            path,
+            dynamic=dynamic,
+            axes=axes,
+            output_names=output_names,
+        )
     return path
 
 
@@ -114,10 +129,18 @@ class OnnxModule:
         self.path = path
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        (output,) = self.run_all(*inputs)
+        return output
+
+    def run_all(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Every output of the graph, in order (segments of a network have several)."""
         feeds = {
             name: value
             for name, value in zip(self._input_names, inputs, strict=True)
             if name in self._graph_inputs
         }
-        (output,) = self._session.run(None, feeds, self._run_options)
-        return output
+        return self._session.run(None, feeds, self._run_options)
+
+    def release(self) -> None:
+        """Nothing to hand back: without an arena every run frees what it allocated, and with
+        one `shrink_arena` decides."""

@@ -31,9 +31,14 @@ class OpenVinoModule:
         *,
         threads: int | None = None,
         release_memory: bool = False,
+        share_outputs: bool = False,
     ) -> None:
         """`release_memory` frees the intermediate buffers after every call (tiled inference
-        runs many graphs in turn; each would otherwise keep a tile-sized peak)."""
+        runs many graphs in turn; each would otherwise keep a tile-sized peak). Without it
+        they stay until `release()`: a caller running one graph many times in a row (the
+        bands of a segment) frees them once, after the last. `share_outputs`: `run_all`
+        returns views of the request's buffers, valid until the next call on this thread
+        or `release()`, for callers that consume each result at once."""
         import openvino as ov
 
         config: dict[str, object] = {
@@ -47,10 +52,16 @@ class OpenVinoModule:
         # Inputs the exporter dropped (unused by the output) are accepted and not fed.
         self._graph_inputs = {name for port in self._compiled.inputs for name in port.names}
         self._local = threading.local()
-        self._release = release_memory and hasattr(self._compiled, "release_memory")
+        self._release = release_memory
+        self._share_outputs = share_outputs
         self.path = path
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        (output,) = self.run_all(*inputs)
+        return np.array(output) if self._share_outputs else output
+
+    def run_all(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Every output of the graph, in order (segments of a network have several)."""
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._compiled.create_infer_request()
@@ -62,7 +73,13 @@ class OpenVinoModule:
         }
         # share_outputs=False copies the result out of the request's buffer, which the next
         # call on this thread overwrites.
-        output = request.infer(feeds, share_inputs=True, share_outputs=False)[0]
+        result = request.infer(feeds, share_inputs=True, share_outputs=self._share_outputs)
+        outputs = [result[port] for port in self._compiled.outputs]
         if self._release:
+            self.release()
+        return outputs
+
+    def release(self) -> None:
+        """Hand the intermediate buffers back (they are allocated again on the next call)."""
+        if hasattr(self._compiled, "release_memory"):
             self._compiled.release_memory()
-        return output

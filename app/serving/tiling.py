@@ -1,24 +1,21 @@
-"""Print-size stylization in bounded memory: overlapping tiles with whole-image statistics.
+"""Print-size options, and the `downscaled` mode: overlapping tiles with injected statistics.
 
 The style networks are fully convolutional, so a tile with enough context around it computes
 the same pixels as the whole image would, with one exception: instance norm, which normalises
-with the statistics of the whole feature map. Here every tile runs with statistics injected
-(`app.nets.norm_stats`), obtained in bounded memory in one of two ways (`TileOptions.stats`):
+with the statistics of the whole feature map. `TileOptions.stats` says where the statistics
+come from:
 
-- `exact`: for each norm layer in order, one pass over all full-resolution tiles runs the
-  network up to that layer, with the statistics of the layers before it (already exact)
-  injected, and sums its input over the tiles' own regions. The result is the whole image's
-  statistics; the cost is the sum of the network's prefixes, several times one inference.
-- `cached`: the same statistics as `exact`, each tile's network run once and paused at every
-  norm layer, its activations spilled to a file meanwhile (`app.serving.tile_cache`; eager
-  torch, so the runner dispatches it there and not through `stylize_tiled`);
+- `exact` (the default): the whole image's, layer by layer; that mode runs the network's
+  segments band by band (`app.serving.bands`), not here;
 - `downscaled`: the statistics of a copy downscaled to at most `stats_pixels`, in one small
-  pass. Seamless too, but these networks respond to scale (a downscaled copy has other
-  textures) and to small changes of their statistics, so the colours and contrast drift from
-  the whole-image result (docs/print-size.md has the measurements).
+  pass (`app.nets.norm_stats` injects them into every tile). Seamless too, but these networks
+  respond to scale (a downscaled copy has other textures) and to small changes of their
+  statistics, so the colours and contrast drift from the whole-image result
+  (docs/print-size.md has the measurements).
 
-Then the render pass runs the tiles with the statistics injected and cosine-blends them across
-their overlaps into a uint8 canvas: no full-size float copy ever exists.
+The render pass runs the tiles with the statistics injected and cosine-blends them across
+their overlaps into a uint8 canvas: no full-size float copy ever exists. `combine_moments`
+(per-part sums to whole-image moments) is shared with the bands.
 
 Tiles start on multiples of 4, so each tile's strided layers sample the same grid as the whole
 image; all tiles of one image have one shape, so compiled backends see one input size.
@@ -37,7 +34,7 @@ from PIL import Image
 from app.nets.norm_stats import NormLayout
 from app.serving.pixels import SIDE_MULTIPLE, network_input, pad_for_network
 
-StatsMethod = Literal["exact", "cached", "downscaled"]
+StatsMethod = Literal["exact", "downscaled"]
 # A network call: numpy inputs (image, conditions, stats...) in, one numpy array out.
 Call = Callable[..., np.ndarray]
 # Rows per slice when compositing a tile into the canvas: bounds the float temporaries.
@@ -73,11 +70,9 @@ class TileOptions:
 
 @dataclass(frozen=True)
 class StatsNetworks:
-    """The three forms of one network that tiling runs (see `app.nets.norm_stats`)."""
+    """The two forms of one network that `downscaled` tiling runs (`app.nets.norm_stats`)."""
 
     record: Call  # (x, *condition) -> (2, C): own mean, var
-    # per norm layer k: (x, *condition, [mean, var of layers < k,] rows, cols) -> (3, C_k)
-    collect: Sequence[Call]
     inject: Call  # (x, *condition, mean, var) -> (1, h, w, 3) uint8
     layout: NormLayout
 
@@ -154,41 +149,6 @@ def downscaled_stats(
         small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
     stats = networks.record(network_input(pad_for_network(small[None])[0]), *condition)
     return stats[0].astype(np.float64), stats[1].astype(np.float64)
-
-
-def exact_stats(
-    image: np.ndarray,
-    networks: StatsNetworks,
-    condition: list[np.ndarray],
-    rows: AxisTiles,
-    cols: AxisTiles,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The whole image's per-layer mean and variance, layer by layer over all tiles.
-
-    Each tile reports its own channel mean m and the sums of (x - m) and (x - m)^2 over the
-    part it owns; the pieces combine in float64 into the exact moments (the parallel-variance
-    formula), so no float32 sum ever spans the whole image.
-    """
-    layout = networks.layout
-    if len(networks.collect) != len(layout.channels):
-        raise ValueError("exact statistics need one collect network per norm layer")
-    means: list[np.ndarray] = []
-    variances: list[np.ndarray] = []
-    for layer, collect in enumerate(networks.collect):
-        step = layout.scales[layer]
-        injected = [np.concatenate(means), np.concatenate(variances)] if layer else []
-        injected = [a.astype(np.float32) for a in injected]
-        parts = []
-        for i, j in _tiles(rows, cols):
-            row_mask, col_mask = owned_mask(rows, i), owned_mask(cols, j)
-            tile = network_input(tile_crop(image, rows, cols, i, j))
-            out = collect(tile, *condition, *injected, row_mask, col_mask).astype(np.float64)
-            count = float(row_mask[::step].sum() * col_mask[::step].sum())
-            parts.append((count, out[0], out[1], out[2]))
-        mean, var = combine_moments(parts)
-        means.append(mean)
-        variances.append(var)
-    return np.concatenate(means), np.concatenate(variances)
 
 
 def combine_moments(
@@ -281,10 +241,7 @@ def stylize_tiled(
     height, width = image.shape[:2]
     rows = axis_tiles(height, options.tile_size, options.context, options.blend)
     cols = axis_tiles(width, options.tile_size, options.context, options.blend)
-    if options.stats == "cached":
-        raise ValueError("cached statistics run in app.serving.tile_cache, on the torch module")
-    if options.stats == "exact":
-        mean, var = exact_stats(image, networks, condition, rows, cols)
-    else:
-        mean, var = downscaled_stats(image, networks, condition, options.stats_pixels)
+    if options.stats != "downscaled":
+        raise ValueError("exact statistics run band by band (app.serving.bands)")
+    mean, var = downscaled_stats(image, networks, condition, options.stats_pixels)
     return render_tiles(image, networks, condition, mean, var, rows, cols, options.blend)

@@ -65,14 +65,25 @@ class TorchNetwork:
         self._module = module
         self.precision = self.options.precision if device.type == "cuda" else "fp32"
 
-    @torch.inference_mode()
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
-        tensors = [torch.from_numpy(array).to(self.device) for array in inputs]
+        (output,) = self.run_all(*inputs)
+        return output
+
+    @torch.inference_mode()
+    def run_all(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Every output of the module, in order (segments of a network return several)."""
+        tensors = [torch.from_numpy(np.asarray(array)).to(self.device) for array in inputs]
         if self.device.type == "cuda" and self.options.channels_last:
             tensors[0] = tensors[0].contiguous(memory_format=torch.channels_last)
         with self._autocast():
             output = self._module(*tensors)
-        return output.cpu().numpy()
+        outputs = output if isinstance(output, tuple) else (output,)
+        return [
+            o.float().cpu().numpy() if o.is_floating_point() else o.cpu().numpy() for o in outputs
+        ]
+
+    def release(self) -> None:
+        """Nothing to hand back: eager torch frees activations as each call returns."""
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         dtype = _AUTOCAST.get(self.precision)

@@ -58,15 +58,17 @@ def export_onnx(
     *,
     input_names: list[str],
     dynamic_axes: DynamicAxes | None,
+    output_names: list[str] | None = None,
 ) -> None:
-    """Export `module` under the export lock; no dynamic axes means a fixed-size graph."""
+    """Export `module` under the export lock; no dynamic axes means a fixed-size graph.
+    One output, named "output", unless `output_names` names several."""
     with _EXPORT_LOCK, understood_export_warnings_silenced(fixed_size=dynamic_axes is None):
         torch.onnx.export(
             module,
             example,
             destination if not isinstance(destination, Path) else str(destination),
             input_names=input_names,
-            output_names=["output"],
+            output_names=output_names or ["output"],
             dynamic_axes=dynamic_axes,
             opset_version=OPSET,
             dynamo=False,

@@ -1,0 +1,360 @@
+"""A style network cut at its instance norms into segments that run one after another.
+
+Tiled inference needs every instance norm's statistics over the whole image, and those of
+layer k depend on the output of every layer before it. Running the network whole per tile
+cannot give them without recomputing prefixes; cut at the norms instead, the network becomes
+a chain of segments: segment k takes the values alive at cut k (the input of norm k - 1, a
+residual branch, ...) plus norm k - 1's mean and variance, and returns the values alive at
+cut k + 1. A caller can then run segment k over all tiles, sum what norm k needs, and only
+then start segment k + 1: every layer computed once, and each segment's receptive field is a
+few pixels, not the network's.
+
+The cut is found by tracing the network's own forward with torch.fx (`moments` in
+`app.nets.norm_stats` is a leaf there), so the segments cannot drift from the network.
+Each segment also reports the moments that the next norm needs over a band of rows of its
+output (the `rows` weight), so the sums run inside whichever backend runs the segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+from torch import nn
+
+from app.nets import norm_stats
+from app.nets.norm_stats import NormPlan, norm_plan
+
+# Names of the inputs every segment may take besides live values.
+MEAN, VAR, ROWS = "mean", "var", "rows"
+
+
+@dataclass(frozen=True)
+class Value:
+    """A tensor passed between segments. `scale` is the input side over its side for maps
+    of the image (H/scale x W/scale); 0 for small tensors that are the same for every tile (a
+    style's conditioning, say). Segments take and give maps channels-last, (N, H, W, C), so a
+    band of rows is one contiguous block; `layout` is the network's own: "nchw", or "nhwc"
+    for its final pixels."""
+
+    name: str
+    scale: int
+    channels: int
+    layout: str = "nchw"
+
+    @property
+    def spatial(self) -> bool:
+        return self.scale > 0
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One piece of the chain. `module(*inputs)` takes maps channels-last and returns a
+    tuple: `outputs` in order (maps channels-last), then, when `collects` is not None, a
+    (3, C) tensor for that norm layer's input over the rows weighted by `rows` (see
+    `band_moments`)."""
+
+    module: nn.Module
+    inputs: tuple[str, ...]
+    outputs: tuple[Value, ...]
+    norm: int | None  # the norm layer whose mean and var this segment applies
+    collects: int | None  # the norm layer whose input this segment sums
+    collected: str | None  # that input's value name
+    collect_scale: int
+    reach: int  # input rows (at full resolution) an output row depends on, above or below
+    input_shapes: tuple[tuple[int, ...], ...]  # of `inputs` on the sample: for exports
+
+    def example(self) -> tuple[torch.Tensor, ...]:
+        """Inputs of the right shapes and kinds to export this segment with."""
+        return tuple(torch.rand(shape) + 0.5 for shape in self.input_shapes)
+
+
+@dataclass(frozen=True)
+class SegmentedNetwork:
+    segments: tuple[Segment, ...]
+    inputs: tuple[Value, ...]  # the network's own inputs: the image, then its conditions
+    channels: tuple[int, ...]  # per norm layer
+
+    def values(self) -> dict[str, Value]:
+        """Every value by name: the network's inputs and every segment's outputs."""
+        found = {v.name: v for v in self.inputs}
+        found.update((v.name, v) for s in self.segments for v in s.outputs)
+        return found
+
+
+class _ImageOnly(nn.Module):
+    """Fixed arity for tracing: torch.fx cannot trace a `*condition` signature."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image)
+
+
+class _ImageAndCondition(_ImageOnly):
+    def forward(self, image: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.net(image, condition)
+
+
+class _ChannelsLast(nn.Module):
+    """A segment's graph with its maps channels-last on both sides, then (`collect` set) the
+    moments of one of its outputs over weighted rows."""
+
+    def __init__(
+        self,
+        graph: torch.fx.GraphModule,
+        maps_in: tuple[bool, ...],
+        maps_out: tuple[bool, ...],
+        collect: int | None,
+    ) -> None:
+        super().__init__()
+        self.graph = graph
+        self.maps_in = maps_in
+        self.maps_out = maps_out
+        self.collect = collect
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        values = inputs[: len(self.maps_in)]
+        nchw = [
+            v.permute(0, 3, 1, 2) if m else v for v, m in zip(values, self.maps_in, strict=True)
+        ]
+        outputs = self.graph(*nchw)
+        moments = ()
+        if self.collect is not None:
+            moments = (band_moments(outputs[self.collect], inputs[-1]),)
+        outputs = [
+            o.permute(0, 2, 3, 1) if m else o for o, m in zip(outputs, self.maps_out, strict=True)
+        ]
+        return (*outputs, *moments)
+
+
+def band_moments(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(3, C): a shift m near the band's channel mean, and the sums of (x - m) and (x - m)^2
+    over the rows that `rows` weights 1. Any m gives the exact moments (`combine_moments`);
+    one near the mean keeps float32 sums of squares from cancelling, and a sparse sample of
+    the band finds one without another full pass."""
+    shift = x[:, :, ::8, ::8].mean(dim=(0, 2, 3), keepdim=True)
+    deviation = (x - shift) * rows.view(1, 1, -1, 1)
+    return torch.stack(
+        [
+            shift.flatten(),
+            deviation.sum(dim=(0, 2, 3)),
+            (deviation * deviation).sum(dim=(0, 2, 3)),
+        ]
+    )
+
+
+def split_at_norms(module: nn.Module, sample: Sequence[torch.Tensor]) -> SegmentedNetwork:
+    """Cut `module` (called as module(image, *conditions)) at every instance norm.
+
+    `sample` is an example input (image first, sides multiples of 4 and at least 32) used to
+    learn each value's shape.
+    """
+    if len(sample) not in (1, 2):
+        raise ValueError("networks take an image and at most one condition")
+    positional = _ImageOnly(module) if len(sample) == 1 else _ImageAndCondition(module)
+    with norm_plan(NormPlan()):
+        traced = torch.fx.symbolic_trace(positional)
+    nodes = list(traced.graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder" and n.users]
+    part: dict[torch.fx.Node, int] = {}
+    cuts: list[torch.fx.Node] = []
+    for node in nodes:
+        if node.op == "call_function" and node.target is norm_stats.moments:
+            cuts.append(node)
+        part[node] = len(cuts)
+    output = next(n for n in nodes if n.op == "output")
+    last_use: dict[torch.fx.Node, int] = {}
+    for node in nodes:
+        for used in node.all_input_nodes:
+            last_use[used] = max(last_use.get(used, 0), part[node])
+    graphs = [_segment_graph(traced, nodes, part, cuts, last_use, k) for k in range(len(cuts) + 1)]
+    shapes = _probe(graphs, [n.name for n in placeholders], sample, cuts)
+    side = sample[0].shape[2]
+    segments = []
+    for k, (graph, inputs, outputs) in enumerate(graphs):
+        values = tuple(
+            _value(name, shapes[name], side, nhwc=name == _output_name(output)) for name in outputs
+        )
+        collects = k if k < len(cuts) else None
+        index: int | None = None
+        collect_scale = 0
+        if collects is not None:
+            source = cuts[k].args[0]
+            assert isinstance(source, torch.fx.Node)
+            index = outputs.index(source.name)
+            collect_scale = values[index].scale
+        maps_in = tuple(name not in (MEAN, VAR) and _is_map(shapes[name]) for name in inputs)
+        maps_out = tuple(v.spatial and v.layout == "nchw" for v in values)
+        module_k = _ChannelsLast(graph, maps_in, maps_out, index)
+        channels_in = int(shapes[cuts[k - 1].args[0].name][1]) if k > 0 else 0  # type: ignore[union-attr]
+        input_shapes = [
+            (1, channels_in) if name in (MEAN, VAR) else _channels_last(shapes[name])
+            for name in inputs
+        ]
+        if collects is not None:
+            input_shapes.append((side // collect_scale,))
+        segments.append(
+            Segment(
+                module=module_k,
+                inputs=tuple(inputs) + ((ROWS,) if collects is not None else ()),
+                outputs=values,
+                norm=k - 1 if k > 0 else None,
+                collects=collects,
+                collected=outputs[index] if index is not None else None,
+                collect_scale=collect_scale,
+                reach=_reach(graph, inputs, values, shapes, side),
+                input_shapes=tuple(input_shapes),
+            )
+        )
+    inputs = tuple(_value(n.name, shapes[n.name], side, nhwc=False) for n in placeholders)
+    channels = tuple(int(shapes[c.args[0].name][1]) for c in cuts)  # type: ignore[union-attr]
+    return SegmentedNetwork(tuple(segments), inputs, channels)
+
+
+def _output_name(output: torch.fx.Node) -> str:
+    result = output.args[0]
+    assert isinstance(result, torch.fx.Node), "the network returns one tensor"
+    return result.name
+
+
+def _segment_graph(
+    traced: torch.fx.GraphModule,
+    nodes: list[torch.fx.Node],
+    part: dict[torch.fx.Node, int],
+    cuts: list[torch.fx.Node],
+    last_use: dict[torch.fx.Node, int],
+    k: int,
+) -> tuple[torch.fx.GraphModule, list[str], list[str]]:
+    """Segment k's own graph: its nodes, with values made outside as inputs and the values
+    later segments (or the network's output) use as outputs. The norm call opening the
+    segment becomes the `mean` and `var` inputs."""
+    graph = torch.fx.Graph()
+    env: dict[torch.fx.Node, torch.fx.Node] = {}
+    inputs: list[str] = []
+
+    def outside(node: torch.fx.Node) -> torch.fx.Node:
+        if node not in env:
+            if node.op == "get_attr":
+                env[node] = graph.node_copy(node)
+            else:
+                env[node] = graph.placeholder(node.name)
+                inputs.append(node.name)
+        return env[node]
+
+    own = [n for n in nodes if part[n] == k and n.op not in ("placeholder", "output")]
+    opening = cuts[k - 1] if k > 0 else None
+    for node in own:
+        if node is opening:
+            mean, var = graph.placeholder(MEAN), graph.placeholder(VAR)
+            inputs += [MEAN, VAR]
+            env[node] = graph.call_function(_pair, (mean, var))
+            continue
+        if node.op == "get_attr":
+            env[node] = graph.node_copy(node)
+            continue
+        for used in node.all_input_nodes:
+            if part[used] != k or used.op == "placeholder":
+                outside(used)
+        env[node] = graph.node_copy(node, lambda n: env[n])
+    final = next(n for n in nodes if n.op == "output")
+    result = [
+        n
+        for n in own
+        if n.op != "get_attr" and (last_use.get(n, 0) > k or n in final.all_input_nodes)
+    ]
+    graph.output(tuple(env[n] for n in result))
+    return torch.fx.GraphModule(traced, graph), inputs, [n.name for n in result]
+
+
+def _pair(mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `moments` returns, from the segment's inputs; (1, C) in, (1, C, 1, 1) out."""
+    return mean.view(1, -1, 1, 1), var.view(1, -1, 1, 1)
+
+
+def _probe(
+    graphs: list[tuple[torch.fx.GraphModule, list[str], list[str]]],
+    placeholders: list[str],
+    sample: Sequence[torch.Tensor],
+    cuts: list[torch.fx.Node],
+) -> dict[str, torch.Size]:
+    """Run the chain once on `sample` (each norm with the tensor's own statistics) and note
+    every value's shape."""
+    values: dict[str, torch.Tensor] = dict(zip(placeholders, sample, strict=False))
+    with torch.no_grad():
+        for k, (graph, inputs, outputs) in enumerate(graphs):
+            if k > 0:
+                source = values[cuts[k - 1].args[0].name]  # type: ignore[union-attr]
+                var, mean = torch.var_mean(source, dim=(2, 3), correction=0)
+                values[MEAN], values[VAR] = mean, var
+            results = graph(*(values[name] for name in inputs))
+            values.update(zip(outputs, results, strict=True))
+    return {name: tensor.shape for name, tensor in values.items() if name not in (MEAN, VAR)}
+
+
+def _reach(
+    graph: torch.fx.GraphModule,
+    inputs: list[str],
+    outputs: tuple[Value, ...],
+    shapes: dict[str, torch.Size],
+    side: int,
+) -> int:
+    """How far (in full-resolution rows) a segment's outputs reach into its inputs: change
+    every spatial input below the middle row, and again above it, and see which output rows
+    move. Measured on the segment itself, so a tile's margin never has to be guessed."""
+    generator = torch.Generator().manual_seed(0)
+    base = {name: _random(shapes.get(name), name, generator) for name in inputs}
+    middle = side // 2
+    reach = 0
+    with torch.no_grad():
+        reference = graph(*base.values())
+        for below in (True, False):
+            changed = dict(base)
+            for name in inputs:
+                shape = shapes.get(name)
+                if shape is None or len(shape) != 4 or shape[2] <= 1:
+                    continue
+                step = side // int(shape[2])
+                cut = middle // step
+                tensor = base[name].clone()
+                rows = slice(cut, None) if below else slice(None, cut)
+                tensor[:, :, rows] += torch.rand(tensor[:, :, rows].shape, generator=generator)
+                changed[name] = tensor
+            result = graph(*changed.values())
+            for value, before, after in zip(outputs, reference, result, strict=True):
+                if not value.spatial:
+                    continue
+                axis = 1 if value.layout == "nhwc" else 2
+                moved = (before != after).flatten(0, axis - 1).transpose(0, 1).flatten(1).any(1)
+                rows_moved = torch.nonzero(moved).flatten() * value.scale
+                if len(rows_moved):
+                    edge = rows_moved.min() if below else rows_moved.max() + value.scale - 1
+                    reach = max(reach, int(abs(middle - edge)) + 1)
+    return reach
+
+
+def _random(shape: torch.Size | None, name: str, generator: torch.Generator) -> torch.Tensor:
+    if name in (MEAN, VAR):
+        return torch.rand(1, 1, generator=generator) + 0.5
+    assert shape is not None
+    return torch.rand(shape, generator=generator) * 2.0
+
+
+def _is_map(shape: torch.Size) -> bool:
+    return len(shape) == 4 and shape[2] > 1
+
+
+def _channels_last(shape: torch.Size) -> tuple[int, ...]:
+    return (shape[0], shape[2], shape[3], shape[1]) if _is_map(shape) else tuple(shape)
+
+
+def _value(name: str, shape: torch.Size, side: int, *, nhwc: bool) -> Value:
+    if nhwc:
+        return Value(name, side // int(shape[1]), int(shape[3]), "nhwc")
+    if _is_map(shape):
+        return Value(name, side // int(shape[2]), int(shape[1]))
+    return Value(name, 0, int(shape[-1]) if len(shape) else 1)

@@ -1,0 +1,213 @@
+"""Exact tiled inference: a network's segments run band by band, each layer computed once.
+
+`app.nets.segments` cuts a network at its instance norms. Here each segment runs over the
+image in full-width bands of rows, with a margin of `reach` rows that is computed and then
+cut away, so every band computes exactly the rows the whole image would. The values one
+segment hands the next (the activations alive at a cut) are written to files in `TMPDIR`,
+one per value, channel-major, so a band is one contiguous read per channel; the page cache
+keeps them in memory when there is room, and a file is deleted as soon as its last reader is
+done. While a segment runs, each band also reports the moments of the next norm's input over
+its own rows; combined in float64 they are the whole image's statistics, which the next
+segment applies. The last segment writes its pixels straight into the uint8 result.
+
+Working memory is one band's activations (`band_pixels` bounds a band with its margins);
+compute is one inference plus the margins; the price is writing and reading every cut's
+activations once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from app.nets.segments import MEAN, ROWS, VAR, SegmentedNetwork, Value
+from app.serving.pixels import SIDE_MULTIPLE
+from app.serving.tiling import combine_moments
+
+
+class SegmentBackend(Protocol):
+    """A segment on some backend (`OnnxModule`, `OpenVinoModule`, `TorchNetwork`)."""
+
+    def run_all(self, *inputs: np.ndarray) -> Sequence[np.ndarray]:
+        """numpy inputs in `Segment.inputs` order in; every output out."""
+        ...
+
+    def release(self) -> None:
+        """Free the working memory kept between runs: called after a segment's last band."""
+        ...
+
+
+@dataclass(frozen=True)
+class Band:
+    """Rows [top, bottom) are this band's own; [start, stop) is what it reads, with margins."""
+
+    top: int
+    bottom: int
+    start: int
+    stop: int
+
+
+def bands(height: int, width: int, band_pixels: int, reach: int) -> list[Band]:
+    """Full-width bands whose rows, margins included, hold at most `band_pixels` pixels
+    (at least one row group of 4 of its own each); all boundaries on multiples of 4, so every
+    band's strided layers sample the whole image's grid."""
+    margin = -(-reach // SIDE_MULTIPLE) * SIDE_MULTIPLE
+    own = (band_pixels // width - 2 * margin) // SIDE_MULTIPLE * SIDE_MULTIPLE
+    own = max(SIDE_MULTIPLE, own)
+    result = []
+    for top in range(0, height, own):
+        bottom = min(height, top + own)
+        result.append(Band(top, bottom, max(0, top - margin), min(height, bottom + margin)))
+    return result
+
+
+class _Scratch:
+    """Files for the values in flight, reused once a value is done: writing over pages a file
+    already has is several times faster than growing a file (block allocation, new pages)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._free: list[int] = []
+        self._count = 0
+
+    def take(self) -> int:
+        if self._free:
+            return self._free.pop()
+        self._count += 1
+        path = self.folder / f"value-{self._count}.f32"
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+
+    def give(self, fd: int) -> None:
+        self._free.append(fd)
+
+    def close(self) -> None:
+        for fd in self._free:
+            os.close(fd)
+        self._free.clear()
+
+
+class _SpatialFile:
+    """One value at full extent, (H, W, C) float32 on disk: a band of rows is one block."""
+
+    def __init__(self, scratch: _Scratch, value: Value, height: int, width: int) -> None:
+        self.value = value
+        self.rows = height // value.scale
+        self.cols = width // value.scale
+        self._scratch = scratch
+        self._fd = scratch.take()
+
+    def _offset(self, row: int) -> int:
+        return row * self.cols * self.value.channels * 4
+
+    def write(self, array: np.ndarray, row: int) -> None:
+        """`array` is (1, h, W, C) float32 for rows [row, row + h)."""
+        data = np.ascontiguousarray(array, dtype=np.float32)
+        os.pwrite(self._fd, memoryview(data).cast("B"), self._offset(row))
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((1, stop - start, self.cols, self.value.channels), dtype=np.float32)
+        view = memoryview(out).cast("B")
+        if os.preadv(self._fd, [view], self._offset(start)) != len(view):
+            raise OSError(f"short read of {self.value.name} in {self._scratch.folder}")
+        return out
+
+    def close(self) -> None:
+        self._scratch.give(self._fd)
+
+
+def stylize_banded(
+    image: np.ndarray,
+    network: SegmentedNetwork,
+    calls: Sequence[SegmentBackend],
+    condition: Sequence[np.ndarray],
+    band_pixels: int,
+) -> np.ndarray:
+    """Stylize an HxWx3 uint8 image (sides multiples of 4) band by band; same size out."""
+    height, width = image.shape[:2]
+    segments = network.segments
+    image_name = network.inputs[0].name
+    small: dict[str, np.ndarray] = {
+        v.name: np.asarray(c) for v, c in zip(network.inputs[1:], condition, strict=True)
+    }
+    last_reader = {name: k for k, s in enumerate(segments) for name in s.inputs}
+    canvas = np.empty_like(image)
+    stats: list[tuple[np.ndarray, np.ndarray]] = []
+    with tempfile.TemporaryDirectory(prefix="atelier-bands-") as folder:
+        scratch = _Scratch(Path(folder))
+        files: dict[str, _SpatialFile] = {}
+        try:
+            for k, (segment, call) in enumerate(zip(segments, calls, strict=True)):
+                parts = []
+                for band in bands(height, width, band_pixels, segment.reach):
+                    feeds = []
+                    for name in segment.inputs:
+                        if name == image_name:
+                            feeds.append(image[None, band.start : band.stop].astype(np.float32))
+                        elif name in (MEAN, VAR):
+                            assert segment.norm is not None
+                            pair = stats[segment.norm]
+                            feeds.append(pair[0 if name == MEAN else 1][None])
+                        elif name == ROWS:
+                            feeds.append(_own_rows(band, segment.collect_scale))
+                        elif name in files:
+                            scale = files[name].value.scale
+                            feeds.append(files[name].read(band.start // scale, band.stop // scale))
+                        else:
+                            feeds.append(small[name])
+                    results = list(call.run_all(*feeds))
+                    if segment.collects is not None:
+                        moments = results.pop().astype(np.float64)
+                        scale = segment.collect_scale
+                        count = (band.bottom - band.top) // scale * (width // scale)
+                        parts.append((float(count), moments[0], moments[1], moments[2]))
+                    for value, result in zip(segment.outputs, results, strict=True):
+                        _store(value, result, band, files, small, canvas, scratch, height, width)
+                call.release()
+                if segment.collects is not None:
+                    mean, var = combine_moments(parts)
+                    stats.append((mean.astype(np.float32), var.astype(np.float32)))
+                for name in [n for n, last in last_reader.items() if last == k and n in files]:
+                    files.pop(name).close()
+        finally:
+            for file in files.values():
+                file.close()
+            scratch.close()
+    return canvas
+
+
+def _own_rows(band: Band, scale: int) -> np.ndarray:
+    """1 on the band's own rows, 0 on its margins, at the collected value's resolution."""
+    rows = np.zeros((band.stop - band.start) // scale, dtype=np.float32)
+    rows[(band.top - band.start) // scale : (band.bottom - band.start) // scale] = 1.0
+    return rows
+
+
+def _store(
+    value: Value,
+    result: np.ndarray,
+    band: Band,
+    files: dict[str, _SpatialFile],
+    small: dict[str, np.ndarray],
+    canvas: np.ndarray,
+    scratch: _Scratch,
+    height: int,
+    width: int,
+) -> None:
+    """A segment output's own rows, to the result (pixels), its file, or kept whole."""
+    if not value.spatial:
+        small.setdefault(value.name, np.array(result))  # a copy: results may be views
+        return
+    first = (band.top - band.start) // value.scale
+    last = (band.bottom - band.start) // value.scale
+    if value.layout == "nhwc":
+        canvas[band.top : band.bottom] = result[0, first:last]
+        return
+    if value.name not in files:
+        files[value.name] = _SpatialFile(scratch, value, height, width)
+    files[value.name].write(result[:, first:last], band.top // value.scale)

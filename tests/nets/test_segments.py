@@ -1,0 +1,106 @@
+"""A network cut at its norms: the chain of segments against the network itself.
+
+Each network runs whole as the reference. The chain runs with each norm's statistics computed
+here, by hand, from the value the segment hands over (numpy, float64), so neither the chain's
+own moments nor the tiling code is trusted to check it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import pattern
+
+from app.nets.arbitrary import ArbitraryTransformer
+from app.nets.multistyle import NUM_STYLES, MultiStyleNet
+from app.nets.segments import MEAN, ROWS, VAR, SegmentedNetwork, band_moments, split_at_norms
+from app.serving.pixels import network_input
+from app.serving.torch_backend import PixelScale
+from app.weights.checkpoints import load_transformer_net
+from tests.serving.test_tiling import MOSAIC
+
+
+def _network(kind: str) -> tuple[PixelScale, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(0)
+    if kind == "transformer":
+        return PixelScale(load_transformer_net(MOSAIC).eval(), unit_range=False), ()
+    if kind == "multistyle":
+        net = MultiStyleNet().eval()
+        for parameter in net.parameters():
+            parameter.data.normal_(0.0, 0.1)
+        for module in net.modules():
+            if hasattr(module, "gamma"):
+                module.gamma.data.fill_(1.0)  # type: ignore[union-attr]
+        return PixelScale(net, unit_range=True), (torch.full((NUM_STYLES,), 1.0 / NUM_STYLES),)
+    net = ArbitraryTransformer().eval()
+    for parameter in net.parameters():
+        parameter.data.normal_(0.0, 0.1)
+    return PixelScale(net, unit_range=True), (torch.rand(1, 100),)
+
+
+def _run_chain(
+    network: SegmentedNetwork, image: torch.Tensor, condition: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
+    values = {network.inputs[0].name: image}
+    values.update((v.name, c) for v, c in zip(network.inputs[1:], condition, strict=True))
+    source: dict[int, str] = {}
+    with torch.no_grad():
+        for segment in network.segments:
+            feeds = []
+            for name in segment.inputs:
+                if name == ROWS:
+                    feeds.append(torch.ones(image.shape[1] // segment.collect_scale))
+                elif name in (MEAN, VAR):
+                    x = values[source[segment.norm]].double().numpy()  # type: ignore[index]
+                    moment = x.mean(axis=(0, 1, 2)) if name == MEAN else x.var(axis=(0, 1, 2))
+                    feeds.append(torch.from_numpy(moment[None]).float())
+                else:
+                    feeds.append(values[name])
+            results = list(segment.module(*feeds))
+            if segment.collects is not None:
+                results.pop()
+                assert segment.collected is not None
+                source[segment.collects] = segment.collected
+            values.update((v.name, r) for v, r in zip(segment.outputs, results, strict=True))
+    return values[network.segments[-1].outputs[-1].name]
+
+
+@pytest.mark.parametrize("kind", ["transformer", "multistyle", "arbitrary"])
+def test_chain_reproduces_the_network(kind: str) -> None:
+    module, condition = _network(kind)
+    network = split_at_norms(module, (torch.rand(1, 3, 128, 128) * 255.0, *condition))
+    assert len(network.segments) == len(network.channels) + 1
+    pixels = pattern(96, 72, seed=1)
+    with torch.no_grad():
+        reference = module(torch.from_numpy(network_input(pixels)), *condition)
+    channels_last = torch.from_numpy(pixels[None].astype(np.float32))
+    chained = _run_chain(network, channels_last, condition).numpy().astype(np.int16)
+    reference = reference.numpy().astype(np.int16)
+    assert chained.shape == reference.shape == (1, 72, 96, 3)
+    assert np.abs(chained - reference).max() <= 1
+    assert reference.std() > 5  # a picture, not a constant
+
+
+def test_segments_say_what_they_read_and_how_far() -> None:
+    """TransformerNet: 15 norms; a residual block's input is handed past the norm between its
+    convolutions; the 9x9 convolutions reach 4 rows, the 3x3 ones fewer."""
+    module, _ = _network("transformer")
+    network = split_at_norms(module, (torch.rand(1, 3, 128, 128) * 255.0,))
+    assert network.channels == (32, 64, 128, *([128] * 10), 64, 32)
+    segments = network.segments
+    assert segments[0].inputs == ("image", ROWS) and segments[0].outputs[0].scale == 1
+    assert [v.scale for v in segments[3].outputs] == [4, 4]  # block input and conv1's output
+    assert segments[-1].outputs[-1].layout == "nhwc" and segments[-1].collects is None
+    assert 4 <= segments[0].reach <= 6 and 4 <= segments[-1].reach <= 6
+    assert all(0 < s.reach <= 8 for s in segments)
+
+
+def test_band_moments_against_numpy() -> None:
+    x = torch.randn(1, 5, 12, 9, dtype=torch.float32) * 3.0 + 100.0
+    rows = torch.tensor([0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], dtype=torch.float32)
+    shift, s1, s2 = band_moments(x, rows).double().numpy()
+    own = x[0, :, 2:9].double().numpy().reshape(5, -1)
+    count = own.shape[1]
+    np.testing.assert_allclose(shift + s1 / count, own.mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(s2 / count - (s1 / count) ** 2, own.var(axis=1), rtol=1e-3)

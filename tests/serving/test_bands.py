@@ -1,0 +1,111 @@
+"""Band-by-band inference against the whole network, and the bands' geometry and files."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import pattern
+
+from app.nets.segments import SegmentedNetwork, split_at_norms
+from app.serving.bands import bands, stylize_banded
+from app.serving.pixels import network_input
+from app.serving.torch_backend import PixelScale
+from app.weights.checkpoints import load_transformer_net
+from tests.serving.test_tiling import MOSAIC
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "budget"), [(200, 152, 152 * 60), (4, 8, 1), (97 * 4, 64, 64 * 40)]
+)
+def test_bands_cover_align_and_respect_the_budget(height: int, width: int, budget: int) -> None:
+    result = bands(height, width, budget, reach=5)
+    assert result[0].top == 0 and result[-1].bottom == height
+    for before, after in itertools.pairwise(result):
+        assert before.bottom == after.top
+    for band in result:
+        assert band.top % 4 == 0 and band.start % 4 == 0 and band.stop % 4 in (0, height % 4)
+        assert band.start == max(0, band.top - 8) and band.stop == min(height, band.bottom + 8)
+        if (budget // width) >= 4 + 16:
+            assert (band.stop - band.start) * width <= budget
+
+
+class _Torch:
+    """A segment run eagerly, counting releases."""
+
+    def __init__(self, module: torch.nn.Module, log: list[str]) -> None:
+        self.module = module
+        self.log = log
+
+    def run_all(self, *inputs: np.ndarray) -> Sequence[np.ndarray]:
+        with torch.no_grad():
+            outputs = self.module(*(torch.from_numpy(np.asarray(x)) for x in inputs))
+        return [o.numpy() for o in outputs]
+
+    def release(self) -> None:
+        self.log.append("release")
+
+
+@pytest.fixture(scope="module")
+def mosaic_like() -> tuple[PixelScale, SegmentedNetwork]:
+    module = PixelScale(load_transformer_net(MOSAIC).eval(), unit_range=False)
+    return module, split_at_norms(module, (torch.rand(1, 3, 128, 128) * 255.0,))
+
+
+def test_banded_equals_whole(
+    mosaic_like: tuple[PixelScale, SegmentedNetwork],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module, network = mosaic_like
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    pixels = pattern(152, 200, seed=3)
+    with torch.no_grad():
+        whole = module(torch.from_numpy(network_input(pixels)))[0].numpy().astype(np.int16)
+    log: list[str] = []
+    calls = [_Torch(s.module, log) for s in network.segments]
+    banded = stylize_banded(pixels, network, calls, [], band_pixels=152 * 60).astype(np.int16)
+    assert len(bands(200, 152, 152 * 60, 5)) >= 4
+    assert np.abs(banded - whole).max() <= 1
+    assert log == ["release"] * len(network.segments)  # once per segment, after its last band
+    assert list(tmp_path.iterdir()) == []  # scratch files gone
+
+
+def test_margins_are_what_makes_bands_exact(
+    mosaic_like: tuple[PixelScale, SegmentedNetwork],
+) -> None:
+    """With the measured reach cut to nothing, the bands' borders show: the margins matter."""
+    module, network = mosaic_like
+    blind = dataclasses.replace(
+        network, segments=tuple(dataclasses.replace(s, reach=0) for s in network.segments)
+    )
+    pixels = pattern(152, 200, seed=3)
+    with torch.no_grad():
+        whole = module(torch.from_numpy(network_input(pixels)))[0].numpy().astype(np.int16)
+    calls = [_Torch(s.module, []) for s in blind.segments]
+    banded = stylize_banded(pixels, blind, calls, [], band_pixels=152 * 60).astype(np.int16)
+    assert np.abs(banded - whole).max() > 10
+
+
+def test_a_failing_band_leaves_no_files(
+    mosaic_like: tuple[PixelScale, SegmentedNetwork],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, network = mosaic_like
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    calls: list[object] = [_Torch(s.module, []) for s in network.segments]
+
+    class _Broken(_Torch):
+        def run_all(self, *inputs: np.ndarray) -> Sequence[np.ndarray]:
+            raise RuntimeError("out of memory")
+
+    calls[5] = _Broken(network.segments[5].module, [])
+    with pytest.raises(RuntimeError, match="out of memory"):
+        stylize_banded(pattern(152, 200), network, calls, [], band_pixels=152 * 60)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
