@@ -169,17 +169,15 @@ def crop_figure(
     crop: int = 320,
     variant: str = "tiled exact",
 ) -> tuple[float, float]:
-    """Untiled | tiled | difference x8 at 100%, centred on a tile corner; and the full
-    difference map (downscaled) beside them. Returns (mean, p99) difference."""
-    from app.serving.tiling import TileOptions, axis_tiles
-
+    """Untiled | tiled | difference x8 at 100%, centred on a border between pieces (a tile
+    corner; for `exact`, a band border); and the full difference map (downscaled) beside them.
+    Returns (mean, p99) difference."""
     reference, result = decode(untiled), decode(tiled)
     difference = np.abs(reference.astype(np.int16) - result).astype(np.uint8)
-    options = TileOptions(tile_size=tile_size)
     height, width = reference.shape[:2]
-    rows = axis_tiles(height + (-height) % 4, tile_size, options.context, options.blend)
-    cols = axis_tiles(width + (-width) % 4, tile_size, options.context, options.blend)
-    cy, cx = rows.bounds[1], cols.bounds[1]
+    row_borders, col_borders = piece_borders(height, width, tile_size, variant)
+    cy = row_borders[0] if row_borders else height // 2
+    cx = col_borders[0] if col_borders else width // 2
     box = (slice(cy - crop // 2, cy + crop // 2), slice(cx - crop // 2, cx + crop // 2))
     amplified = np.clip(difference.astype(np.int16) * 8, 0, 255).astype(np.uint8)
     panels = [reference[box], result[box], amplified[box]]
@@ -189,16 +187,16 @@ def crop_figure(
     scale = min(crop * 3 / width, crop / height)
     overview = overview.resize((round(width * scale), round(height * scale)), Image.Resampling.BOX)
     draw = ImageDraw.Draw(overview)
-    for bound in rows.bounds[1:-1]:
+    for bound in row_borders:
         draw.line([(0, bound * scale), (overview.width, bound * scale)], fill=(200, 40, 40))
-    for bound in cols.bounds[1:-1]:
+    for bound in col_borders:
         draw.line([(bound * scale, 0), (bound * scale, overview.height)], fill=(200, 40, 40))
     label = 28
     canvas = Image.new("RGB", (strip.shape[1], label + crop + label + overview.height), "white")
     canvas.paste(Image.fromarray(strip), (0, label))
     canvas.paste(overview, (0, 2 * label + crop))
     draw = ImageDraw.Draw(canvas)
-    # the tile corner sits at the centre of each crop: ticks on the crop edges point at it
+    # the border sits at the centre of each crop: ticks on the crop edges point at it
     for panel in range(3):
         x0 = panel * (crop + 8)
         draw.line([(x0 + crop // 2, label - 8), (x0 + crop // 2, label - 1)], fill="red")
@@ -210,7 +208,7 @@ def crop_figure(
         draw.text((panel * (crop + 8) + 4, 6), title, fill="black")
     draw.text(
         (4, label + crop + 6),
-        f"|difference| x 8 over the whole {width}x{height} image; red: tile borders "
+        f"|difference| x 8 over the whole {width}x{height} image; red: piece borders "
         f"(mean {difference.mean():.3f}, max {difference.max()} levels)",
         fill="black",
     )
@@ -218,6 +216,23 @@ def crop_figure(
     canvas.save(buffer, "JPEG", quality=90)
     target.write_bytes(buffer.getvalue())
     return float(difference.mean()), float(np.percentile(difference, 99))
+
+
+def piece_borders(
+    height: int, width: int, tile_size: int, variant: str
+) -> tuple[list[int], list[int]]:
+    """Inner borders (rows, columns) between the pieces a variant cuts an image into: bands of
+    rows for `exact` (the margin of TransformerNet's segments), tiles for `downscaled`."""
+    from app.serving.bands import bands
+    from app.serving.tiling import TileOptions, axis_tiles
+
+    height, width = height + (-height) % 4, width + (-width) % 4
+    if variant == "tiled exact":
+        return [band.top for band in bands(height, width, tile_size**2, reach=8)[1:]], []
+    options = TileOptions(tile_size=tile_size)
+    rows = axis_tiles(height, tile_size, options.context, options.blend)
+    cols = axis_tiles(width, tile_size, options.context, options.blend)
+    return list(rows.bounds[1:-1]), list(cols.bounds[1:-1])
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Licensed photos that ship in the package (origins in its SOURCES.md), so that uploading a
@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         "layer once, handing activations on through temporary files (TMPDIR); `downscaled` = "
         "from a copy of ATELIER_TILE_STATS_PIXELS, in overlapping tiles (fast, colours drift).",
     )
+
+    @field_validator("tile_stats", mode="before")
+    @classmethod
+    def _cached_means_exact(cls, value: object) -> object:
+        """`cached` (the torch-only spill of an earlier release) is read as `exact`, which now
+        computes the same statistics, every layer once, on every backend."""
+        return "exact" if value == "cached" else value
+
     tile_stats_pixels: int = Field(
         1_000_000,
         ge=4096,

@@ -77,7 +77,9 @@ class _Scratch:
         self._count = 0
 
     def take(self) -> int:
+        """The largest free file (big values come first in these networks), else a new one."""
         if self._free:
+            self._free.sort(key=lambda fd: os.fstat(fd).st_size)
             return self._free.pop()
         self._count += 1
         path = self.folder / f"value-{self._count}.f32"

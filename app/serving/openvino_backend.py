@@ -31,34 +31,20 @@ class OpenVinoModule:
         *,
         threads: int | None = None,
         release_memory: bool = False,
-        share_outputs: bool = False,
     ) -> None:
         """`release_memory` frees the intermediate buffers after every call (tiled inference
-        runs many graphs in turn; each would otherwise keep a tile-sized peak). Without it
-        they stay until `release()`: a caller running one graph many times in a row (the
-        bands of a segment) frees them once, after the last. `share_outputs`: `run_all`
-        returns views of the request's buffers, valid until the next call on this thread
-        or `release()`, for callers that consume each result at once."""
-        import openvino as ov
-
-        config: dict[str, object] = {
-            "INFERENCE_PRECISION_HINT": "bf16",
-            "PERFORMANCE_HINT": "LATENCY",
-        }
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self._compiled = ov.Core().compile_model(str(path), "CPU", config)
+        runs many graphs in turn; each would otherwise keep a tile-sized peak)."""
+        self._compiled = _compile(path, threads)
         self._input_names = input_names
         # Inputs the exporter dropped (unused by the output) are accepted and not fed.
         self._graph_inputs = {name for port in self._compiled.inputs for name in port.names}
         self._local = threading.local()
         self._release = release_memory
-        self._share_outputs = share_outputs
         self.path = path
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
         (output,) = self.run_all(*inputs)
-        return np.array(output) if self._share_outputs else output
+        return output
 
     def run_all(self, *inputs: np.ndarray) -> list[np.ndarray]:
         """Every output of the graph, in order (segments of a network have several)."""
@@ -73,13 +59,56 @@ class OpenVinoModule:
         }
         # share_outputs=False copies the result out of the request's buffer, which the next
         # call on this thread overwrites.
-        result = request.infer(feeds, share_inputs=True, share_outputs=self._share_outputs)
+        result = request.infer(feeds, share_inputs=True, share_outputs=False)
         outputs = [result[port] for port in self._compiled.outputs]
-        if self._release:
-            self.release()
+        if self._release and hasattr(self._compiled, "release_memory"):
+            self._compiled.release_memory()
         return outputs
 
+
+class OpenVinoSegment:
+    """One segment of a network cut at its norms (`app.serving.bands`), compiled when its
+    first band runs and dropped after its last: a compiled model keeps part of its working
+    memory (shape-dependent buffers) even after `release_memory()`, and a network has up to
+    19 segments. One caller at a time (the runner runs one banded image at a time)."""
+
+    precision = "bf16"
+
+    def __init__(self, path: Path, input_names: list[str], *, threads: int | None = None) -> None:
+        self.path = path
+        self._input_names = input_names
+        self._threads = threads
+        self._compiled: object | None = None
+        self._request: object | None = None
+
+    def run_all(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Every output, as views of the request's buffers: valid until the next call or
+        `release()`, so the caller consumes each result before the next band."""
+        if self._compiled is None:
+            self._compiled = _compile(self.path, self._threads)
+            self._request = self._compiled.create_infer_request()  # type: ignore[attr-defined]
+        compiled, request = self._compiled, self._request
+        graph_inputs = {name for port in compiled.inputs for name in port.names}  # type: ignore[attr-defined]
+        feeds = {
+            name: value
+            for name, value in zip(self._input_names, inputs, strict=True)
+            if name in graph_inputs
+        }
+        result = request.infer(feeds, share_inputs=True, share_outputs=True)  # type: ignore[attr-defined]
+        return [result[port] for port in compiled.outputs]  # type: ignore[attr-defined]
+
     def release(self) -> None:
-        """Hand the intermediate buffers back (they are allocated again on the next call)."""
-        if hasattr(self._compiled, "release_memory"):
-            self._compiled.release_memory()
+        self._request = None
+        self._compiled = None
+
+
+def _compile(path: Path, threads: int | None) -> object:
+    import openvino as ov
+
+    config: dict[str, object] = {
+        "INFERENCE_PRECISION_HINT": "bf16",
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return ov.Core().compile_model(str(path), "CPU", config)

@@ -121,13 +121,13 @@ class StyleRunner:
         *,
         tile_graph: bool = False,
         output_names: list[str] | None = None,
-        release_each_run: bool = True,
+        segment: bool = False,
     ) -> Network:
         """An image network on this runner's fastest path; torch when it cannot be exported.
 
         `tile_graph`: one of the many graphs tiled inference runs in turn; it keeps no
-        activation memory between runs, or (`release_each_run` off) none once its `release()`
-        is called."""
+        activation memory between runs. `segment`: a network segment run band by band
+        (`bands`); on OpenVINO it is compiled for each image and dropped after its bands."""
         if not self.uses_onnxruntime:
             return TorchNetwork(module, self.device, self.cuda)
         try:
@@ -140,14 +140,15 @@ class StyleRunner:
             return TorchNetwork(module, self.device)
         if self.cpu_precision == "bf16":
             try:
-                from app.serving.openvino_backend import OpenVinoModule
+                from app.serving.openvino_backend import OpenVinoModule, OpenVinoSegment
 
+                if segment:
+                    return OpenVinoSegment(path, names, threads=self._threads)  # type: ignore[return-value]
                 return OpenVinoModule(
                     path,
                     names,
                     threads=self._threads,
-                    release_memory=tile_graph and release_each_run,
-                    share_outputs=tile_graph and not release_each_run,
+                    release_memory=tile_graph,
                 )
             except Exception:
                 log.exception("OpenVINO could not compile %s; running it in fp32", path.name)
@@ -257,7 +258,7 @@ class StyleRunner:
             with self._lock:
                 segmented = self._segmented.setdefault(name, segmented)
         network, calls = segmented
-        band_pixels = self.tiles.tile_size * self.tiles.tile_size
+        band_pixels = self.tiles.band_pixels
         # One print-size image at a time: its working memory is the bound the settings
         # promise, and a segment's buffers are released only when no band is using them.
         with self._banded_lock:
@@ -304,7 +305,7 @@ class StyleRunner:
                 axes,
                 tile_graph=True,
                 output_names=outputs,
-                release_each_run=False,
+                segment=True,
             )
             calls.append(network_k)  # type: ignore[arg-type]
         return network, calls

@@ -67,6 +67,14 @@ class TileOptions:
     def needs_tiles(self, height: int, width: int) -> bool:
         return height * width > self.tile_size * self.tile_size
 
+    @property
+    def band_pixels(self) -> int:
+        """Pixels of one band for `exact` statistics, margins included: a quarter of the
+        largest image that runs whole, because a segment takes and gives float32 maps (and
+        sums its output once more for the next norm) where the whole network keeps bf16
+        activations in place: per pixel a band's graph needs about four times as much."""
+        return self.tile_size * self.tile_size // 4
+
 
 @dataclass(frozen=True)
 class StatsNetworks:

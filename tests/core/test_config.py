@@ -1,4 +1,4 @@
-"""Gatys-only settings: ATELIER_GATYS_* names, and the deprecated ATELIER_JOB_* ones still read."""
+"""Settings read under deprecated names: ATELIER_JOB_* for Gatys, `cached` tile statistics."""
 
 from __future__ import annotations
 
@@ -36,3 +36,17 @@ def test_code_sets_them_by_field_name_and_bad_values_still_fail() -> None:
     assert Settings(gatys_max_size=900).gatys_max_size == 900
     with pytest.raises(ValueError, match=r"gatys_max_size|ATELIER_GATYS_MAX_SIZE"):
         Settings(gatys_max_size=8)
+
+
+@pytest.mark.parametrize(("value", "read"), [("cached", "exact"), ("exact", "exact")])
+def test_the_retired_cached_tile_statistics_read_as_exact(
+    monkeypatch: pytest.MonkeyPatch, value: str, read: str
+) -> None:
+    monkeypatch.setenv("ATELIER_TILE_STATS", value)
+    assert Settings().tile_stats == read
+
+
+def test_unknown_tile_statistics_still_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATELIER_TILE_STATS", "refined")
+    with pytest.raises(ValueError, match="tile_stats"):
+        Settings()
