@@ -65,7 +65,8 @@ def make_upload(megapixels: float, folder: Path) -> Path:
     if not path.exists():
         with Image.open(PHOTO) as photo:
             scale = math.sqrt(megapixels * 1e6 / (photo.width * photo.height))
-            size = (round(photo.width * scale), round(photo.height * scale))
+            # rounded down: a 50 MP request stays within ATELIER_MAX_PIXELS
+            size = (math.floor(photo.width * scale), math.floor(photo.height * scale))
             photo.convert("RGB").resize(size, Image.Resampling.LANCZOS).save(path, quality=92)
     return path
 
@@ -227,9 +228,9 @@ def piece_borders(
     from app.serving.tiling import TileOptions, axis_tiles
 
     height, width = height + (-height) % 4, width + (-width) % 4
-    if variant == "tiled exact":
-        return [band.top for band in bands(height, width, tile_size**2, reach=8)[1:]], []
     options = TileOptions(tile_size=tile_size)
+    if variant == "tiled exact":
+        return [band.top for band in bands(height, width, options.band_pixels, reach=8)[1:]], []
     rows = axis_tiles(height, tile_size, options.context, options.blend)
     cols = axis_tiles(width, tile_size, options.context, options.blend)
     return list(rows.bounds[1:-1]), list(cols.bounds[1:-1])

@@ -62,6 +62,15 @@ def train(
             "(default mosaic-atelier), or from random weights.",
         ),
     ] = True,
+    start_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--start",
+            help="Begin from this TransformerNet file (.pth or .safetensors) instead: to train "
+            "a style further. A checkpoint being resumed wins over it.",
+            exists=True,
+        ),
+    ] = None,
 ) -> None:
     """Train a Johnson et al. TransformerNet on PAINTING's style (resumable with --checkpoint)."""
     from tqdm import tqdm
@@ -79,7 +88,12 @@ def train(
     from app.training import Progress, TrainOptions
     from app.training import train as run_training
     from app.training.checkpoint import load_checkpoint, save_checkpoint
-    from app.weights.checkpoints import transformer_net_pth, transformer_net_safetensors
+    from app.weights.checkpoints import (
+        CheckpointError,
+        load_transformer_net,
+        transformer_net_pth,
+        transformer_net_safetensors,
+    )
 
     output = output or Path(f"{name}.safetensors")
     if output.suffix not in WEIGHT_SUFFIXES:
@@ -121,8 +135,15 @@ def train(
         load_checkpoint(checkpoint) if checkpoint is not None and checkpoint.is_file() else None
     )
     start = resume.iteration if resume is not None else 0
-    weights = warm_start_weights(settings) if warm_start and resume is None else None
-    if warm_start and resume is None and weights is None:
+    weights = None
+    if start_from is not None and resume is None:
+        try:
+            weights = load_transformer_net(start_from).state_dict()
+        except CheckpointError as exc:
+            _fail(str(exc))
+    elif warm_start and resume is None:
+        weights = warm_start_weights(settings)
+    if start_from is None and warm_start and resume is None and weights is None:
         typer.echo(
             f"warning: warm start style {settings.training_warm_start_style!r} is not installed; "
             "starting from random weights",

@@ -70,9 +70,9 @@ class Settings(BaseSettings):
         2048,
         ge=256,
         multiple_of=4,
-        description="Images with more pixels than this squared are stylized in pieces of at "
-        "most this many pixels squared (bands, or tiles for `downscaled`): the per-request "
-        "working memory bound. Smaller images run whole (the fast path).",
+        description="Images with more pixels than this squared are stylized in pieces: bands "
+        "of a quarter of that many pixels (`exact`), or tiles of this side (`downscaled`); the "
+        "per-request working memory bound. Smaller images run whole (the fast path).",
     )
     tile_stats: Literal["exact", "downscaled"] = Field(
         "exact",

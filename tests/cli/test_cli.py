@@ -230,3 +230,30 @@ def test_train_takes_a_start_flag_and_warns_when_the_warm_start_style_is_missing
     # The env's models folder is empty: a warm start says it starts from random weights.
     warned = "starting from random weights" in result.output
     assert warned is (flag == "--warm-start")
+
+
+def test_train_from_a_given_file_begins_with_its_weights(env: Path, runner: CliRunner) -> None:
+    """--start FILE: with a negligible learning rate the result is that file's network, not the
+    random initialisation; a file that is not a TransformerNet exits 2 naming it."""
+    import torch
+
+    from app.weights.checkpoints import load_transformer_net
+
+    mosaic = Path(__file__).resolve().parents[2] / "models" / "mosaic-atelier.safetensors"
+    painting = env / "painting.png"
+    painting.write_bytes(encode(pattern(80, 80, seed=9), "png"))
+    photo = env / "photo.png"
+    photo.write_bytes(encode(pattern(72, 96, seed=1), "png"))
+    output = env / "further.safetensors"
+    args = ["train", str(painting), "--photos", str(photo), "--name", "further", "-o", str(output)]
+    args += ["--iterations", "1", "--batch-size", "1", "--crop-size", "64", "--style-size", "64"]
+    args += ["--backbone", "efficientnet-lite0", "--precision", "fp32", "--learning-rate", "1e-9"]
+    result = runner.invoke(cli, [*args, "--start", str(mosaic)])
+    assert result.exit_code == 0, result.output
+    begun = load_transformer_net(output).state_dict()
+    given = load_transformer_net(mosaic).state_dict()
+    assert all(torch.allclose(begun[k].float(), given[k].float(), atol=1e-3) for k in given)
+    bad = env / "notes.pth"
+    bad.write_bytes(b"not a network")
+    result = runner.invoke(cli, [*args, "--start", str(bad)])
+    assert result.exit_code == 2 and "notes.pth" in result.output
