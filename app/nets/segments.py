@@ -151,8 +151,8 @@ def band_moments(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 def split_at_norms(module: nn.Module, sample: Sequence[torch.Tensor]) -> SegmentedNetwork:
     """Cut `module` (called as module(image, *conditions)) at every instance norm.
 
-    `sample` is an example input (image first, sides multiples of 4 and at least 32) used to
-    learn each value's shape.
+    `sample` is an example input (image first, square, sides a multiple of 4 and at least 64)
+    used to learn each value's shape and each segment's reach (around its middle row).
     """
     if len(sample) not in (1, 2):
         raise ValueError("networks take an image and at most one condition")
@@ -175,45 +175,51 @@ def split_at_norms(module: nn.Module, sample: Sequence[torch.Tensor]) -> Segment
     graphs = [_segment_graph(traced, nodes, part, cuts, last_use, k) for k in range(len(cuts) + 1)]
     shapes = _probe(graphs, [n.name for n in placeholders], sample, cuts)
     side = sample[0].shape[2]
-    segments = []
-    for k, (graph, inputs, outputs) in enumerate(graphs):
-        values = tuple(
-            _value(name, shapes[name], side, nhwc=name == _output_name(output)) for name in outputs
-        )
-        collects = k if k < len(cuts) else None
-        index: int | None = None
-        collect_scale = 0
-        if collects is not None:
-            source = cuts[k].args[0]
-            assert isinstance(source, torch.fx.Node)
-            index = outputs.index(source.name)
-            collect_scale = values[index].scale
-        maps_in = tuple(name not in (MEAN, VAR) and _is_map(shapes[name]) for name in inputs)
-        maps_out = tuple(v.spatial and v.layout == "nchw" for v in values)
-        module_k = _ChannelsLast(graph, maps_in, maps_out, index)
-        channels_in = int(shapes[cuts[k - 1].args[0].name][1]) if k > 0 else 0  # type: ignore[union-attr]
-        input_shapes = [
-            (1, channels_in) if name in (MEAN, VAR) else _channels_last(shapes[name])
-            for name in inputs
-        ]
-        if collects is not None:
-            input_shapes.append((side // collect_scale,))
-        segments.append(
-            Segment(
-                module=module_k,
-                inputs=tuple(inputs) + ((ROWS,) if collects is not None else ()),
-                outputs=values,
-                norm=k - 1 if k > 0 else None,
-                collects=collects,
-                collected=outputs[index] if index is not None else None,
-                collect_scale=collect_scale,
-                reach=_reach(graph, inputs, values, shapes, side),
-                input_shapes=tuple(input_shapes),
-            )
-        )
+    norm_inputs = [c.args[0].name for c in cuts]  # type: ignore[union-attr]
+    segments = tuple(
+        _segment(k, graph, inputs, outputs, norm_inputs, shapes, side, _output_name(output))
+        for k, (graph, inputs, outputs) in enumerate(graphs)
+    )
     inputs = tuple(_value(n.name, shapes[n.name], side, nhwc=False) for n in placeholders)
-    channels = tuple(int(shapes[c.args[0].name][1]) for c in cuts)  # type: ignore[union-attr]
-    return SegmentedNetwork(tuple(segments), inputs, channels)
+    channels = tuple(int(shapes[name][1]) for name in norm_inputs)
+    return SegmentedNetwork(segments, inputs, channels)
+
+
+def _segment(
+    k: int,
+    graph: torch.fx.GraphModule,
+    inputs: list[str],
+    outputs: list[str],
+    norm_inputs: list[str],
+    shapes: dict[str, torch.Size],
+    side: int,
+    final: str,
+) -> Segment:
+    """Segment k described: its values, the norm input it sums (norm k's, unless it is the
+    last segment), its reach, and its graph wrapped channels-last."""
+    values = tuple(_value(name, shapes[name], side, nhwc=name == final) for name in outputs)
+    collects = k if k < len(norm_inputs) else None
+    index = outputs.index(norm_inputs[k]) if collects is not None else None
+    collect_scale = values[index].scale if index is not None else 0
+    maps_in = tuple(name not in (MEAN, VAR) and _is_map(shapes[name]) for name in inputs)
+    maps_out = tuple(v.spatial and v.layout == "nchw" for v in values)
+    applied = int(shapes[norm_inputs[k - 1]][1]) if k > 0 else 0
+    input_shapes = [
+        (1, applied) if name in (MEAN, VAR) else _channels_last(shapes[name]) for name in inputs
+    ]
+    if collects is not None:
+        input_shapes.append((side // collect_scale,))
+    return Segment(
+        module=_ChannelsLast(graph, maps_in, maps_out, index),
+        inputs=tuple(inputs) + ((ROWS,) if collects is not None else ()),
+        outputs=values,
+        norm=k - 1 if k > 0 else None,
+        collects=collects,
+        collected=norm_inputs[k] if collects is not None else None,
+        collect_scale=collect_scale,
+        reach=_reach(graph, inputs, values, shapes, side),
+        input_shapes=tuple(input_shapes),
+    )
 
 
 def _output_name(output: torch.fx.Node) -> str:

@@ -57,23 +57,35 @@ def mosaic_like() -> tuple[PixelScale, SegmentedNetwork]:
     return module, split_at_norms(module, (torch.rand(1, 3, 128, 128) * 255.0,))
 
 
-def test_banded_equals_whole(
-    mosaic_like: tuple[PixelScale, SegmentedNetwork],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    module, network = mosaic_like
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+def _whole_and_banded(
+    module: PixelScale, network: SegmentedNetwork, log: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The network on a 152x200 picture whole, and in bands of 60 rows or fewer."""
     pixels = pattern(152, 200, seed=3)
     with torch.no_grad():
         whole = module(torch.from_numpy(network_input(pixels)))[0].numpy().astype(np.int16)
-    log: list[str] = []
     calls = [_Torch(s.module, log) for s in network.segments]
-    banded = stylize_banded(pixels, network, calls, [], band_pixels=152 * 60).astype(np.int16)
+    banded = stylize_banded(pixels, network, calls, [], band_pixels=152 * 60)
+    return whole, banded.astype(np.int16)
+
+
+@pytest.fixture
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """TMPDIR for the bands' scratch files, to see that none is left behind."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    return tmp_path
+
+
+def test_banded_equals_whole(
+    mosaic_like: tuple[PixelScale, SegmentedNetwork], scratch: Path
+) -> None:
+    module, network = mosaic_like
+    log: list[str] = []
+    whole, banded = _whole_and_banded(module, network, log)
     assert len(bands(200, 152, 152 * 60, 5)) >= 4
     assert np.abs(banded - whole).max() <= 1
     assert log == ["release"] * len(network.segments)  # once per segment, after its last band
-    assert list(tmp_path.iterdir()) == []  # scratch files gone
+    assert list(scratch.iterdir()) == []  # scratch files gone
 
 
 def test_margins_are_what_makes_bands_exact(
@@ -84,21 +96,14 @@ def test_margins_are_what_makes_bands_exact(
     blind = dataclasses.replace(
         network, segments=tuple(dataclasses.replace(s, reach=0) for s in network.segments)
     )
-    pixels = pattern(152, 200, seed=3)
-    with torch.no_grad():
-        whole = module(torch.from_numpy(network_input(pixels)))[0].numpy().astype(np.int16)
-    calls = [_Torch(s.module, []) for s in blind.segments]
-    banded = stylize_banded(pixels, blind, calls, [], band_pixels=152 * 60).astype(np.int16)
+    whole, banded = _whole_and_banded(module, blind, [])
     assert np.abs(banded - whole).max() > 10
 
 
 def test_a_failing_band_leaves_no_files(
-    mosaic_like: tuple[PixelScale, SegmentedNetwork],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    mosaic_like: tuple[PixelScale, SegmentedNetwork], scratch: Path
 ) -> None:
     _, network = mosaic_like
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
     calls: list[object] = [_Torch(s.module, []) for s in network.segments]
 
     class _Broken(_Torch):
@@ -108,4 +113,4 @@ def test_a_failing_band_leaves_no_files(
     calls[5] = _Broken(network.segments[5].module, [])
     with pytest.raises(RuntimeError, match="out of memory"):
         stylize_banded(pattern(152, 200), network, calls, [], band_pixels=152 * 60)  # type: ignore[arg-type]
-    assert list(tmp_path.iterdir()) == []
+    assert list(scratch.iterdir()) == []
