@@ -1,4 +1,4 @@
-"""Print size through HTTP: a large upload at full size runs in tiles of bounded size and
+"""Print size through HTTP: a large upload at full size runs in bands of bounded size and
 matches the untiled network (the original `multistyle26.onnx`, an independent reference)."""
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ def test_full_size_upload_runs_in_tiles_and_matches_the_untiled_network(
     tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inputs: list[tuple[int, ...]] = []
-    call = OnnxModule.__call__
+    run_all = OnnxModule.run_all
 
-    def spy(self: OnnxModule, *arrays: np.ndarray) -> np.ndarray:
-        inputs.append(arrays[0].shape)
-        return call(self, *arrays)
+    def spy(self: OnnxModule, *arrays: np.ndarray) -> list[np.ndarray]:
+        inputs.extend(a.shape for a in arrays)
+        return run_all(self, *arrays)
 
-    monkeypatch.setattr(OnnxModule, "__call__", spy)
+    monkeypatch.setattr(OnnxModule, "run_all", spy)
     # fp32 onnxruntime: the reference is fp32 too, so the bound is the tiling's alone
     settings = make_settings(tmp_path, cache_dir, tile_size=TILE, cpu_precision="fp32")
     pixels = pattern(460, 298, seed=7)
@@ -46,7 +46,8 @@ def test_full_size_upload_runs_in_tiles_and_matches_the_untiled_network(
         )
     assert response.status_code == 200, response.text
     assert response.headers["X-Image-Size"] == "460x298"
-    images = [shape for shape in inputs if len(shape) == 4]
-    assert images and max(h * w for _, _, h, w in images) <= TILE * TILE
+    # every map a segment sees is a band, channels-last: (1, rows, width, channels)
+    maps = [shape for shape in inputs if len(shape) == 4]
+    assert maps and max(rows * width for _, rows, width, _ in maps) <= TILE * TILE // 4
     reference = upstream_multistyle(pixels, CRIMSON_FIRE)
     assert mean_abs_diff(decode_rgb(response.content), reference) <= 1.0
