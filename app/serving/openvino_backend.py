@@ -80,6 +80,7 @@ class OpenVinoSegment:
         self._threads = threads
         self._compiled: object | None = None
         self._request: object | None = None
+        self._graph_inputs: set[str] = set()
 
     def run_all(self, *inputs: np.ndarray) -> list[np.ndarray]:
         """Every output, as views of the request's buffers: valid until the next call or
@@ -87,12 +88,12 @@ class OpenVinoSegment:
         if self._compiled is None:
             self._compiled = _compile(self.path, self._threads)
             self._request = self._compiled.create_infer_request()  # type: ignore[attr-defined]
+            self._graph_inputs = {name for port in self._compiled.inputs for name in port.names}  # type: ignore[attr-defined]
         compiled, request = self._compiled, self._request
-        graph_inputs = {name for port in compiled.inputs for name in port.names}  # type: ignore[attr-defined]
         feeds = {
             name: value
             for name, value in zip(self._input_names, inputs, strict=True)
-            if name in graph_inputs
+            if name in self._graph_inputs
         }
         result = request.infer(feeds, share_inputs=True, share_outputs=True)  # type: ignore[attr-defined]
         return [result[port] for port in compiled.outputs]  # type: ignore[attr-defined]

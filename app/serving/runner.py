@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ __all__ = ["CudaOptions", "StyleRunner", "arbitrary_vector", "pad_for_network"]
 log = logging.getLogger("atelier.inference")
 
 Network = Callable[..., np.ndarray]
+_Built = TypeVar("_Built")
 CpuBackend = Literal["onnxruntime", "torch"]
 
 
@@ -239,25 +240,16 @@ class StyleRunner:
         if self.tiles.stats == "exact":
             outputs = self._stylize_banded(frames, name, pixels, condition)
         else:
-            with self._lock:
-                networks = self._stats_networks.get(name)
-            if networks is None:
-                networks = self._build_stats_networks(pixels)
-                with self._lock:
-                    networks = self._stats_networks.setdefault(name, networks)
+            networks = self._built_once(
+                self._stats_networks, name, pixels, self._build_stats_networks
+            )
             outputs = [stylize_tiled(frame, networks, condition, self.tiles) for frame in frames]
         return outputs[0][None] if len(outputs) == 1 else np.stack(outputs)
 
     def _stylize_banded(
         self, frames: np.ndarray, name: str, pixels: _NetworkPixels, condition: list[np.ndarray]
     ) -> list[np.ndarray]:
-        with self._lock:
-            segmented = self._segmented.get(name)
-        if segmented is None:
-            segmented = self._build_segments(pixels)
-            with self._lock:
-                segmented = self._segmented.setdefault(name, segmented)
-        network, calls = segmented
+        network, calls = self._built_once(self._segmented, name, pixels, self._build_segments)
         band_pixels = self.tiles.band_pixels
         # One print-size image at a time: its working memory is the bound the settings
         # promise, and a segment's buffers are released only when no band is using them.
@@ -265,6 +257,23 @@ class StyleRunner:
             return [
                 stylize_banded(frame, network, calls, condition, band_pixels) for frame in frames
             ]
+
+    def _built_once(
+        self,
+        cache: dict[str, _Built],
+        name: str,
+        pixels: _NetworkPixels,
+        build: Callable[[_NetworkPixels], _Built],
+    ) -> _Built:
+        """The tiling forms of network `name`, built (exported, compiled) on first use; two
+        threads racing keep the first."""
+        with self._lock:
+            found = cache.get(name)
+        if found is None:
+            found = build(pixels)
+            with self._lock:
+                found = cache.setdefault(name, found)
+        return found
 
     def _pixels_for(self, choice: StyleChoice) -> tuple[str, _NetworkPixels]:
         """The exportable module behind `choice` (call `_network_for` first: it loads)."""
