@@ -35,9 +35,10 @@ MEAN, VAR, ROWS = "mean", "var", "rows"
 class Value:
     """A tensor passed between segments. `scale` is the input side over its side for maps
     of the image (H/scale x W/scale); 0 for small tensors that are the same for every tile (a
-    style's conditioning, say). Segments take and give maps channels-last, (N, H, W, C), so a
-    band of rows is one contiguous block; `layout` is the network's own: "nchw", or "nhwc"
-    for its final pixels."""
+    style's conditioning, say). Segments take and give maps in the network's own layout:
+    "nchw", where a band of rows is one contiguous block per channel, or "nhwc" for its final
+    pixels. (Channels-last sides cost the backends a transpose per map at every cut.) Maps
+    handed from one segment to the next are in the network's `boundary` dtype."""
 
     name: str
     scale: int
@@ -51,10 +52,9 @@ class Value:
 
 @dataclass(frozen=True)
 class Segment:
-    """One piece of the chain. `module(*inputs)` takes maps channels-last and returns a
-    tuple: `outputs` in order (maps channels-last), then, when `collects` is not None, a
-    (3, C) tensor for that norm layer's input over the rows weighted by `rows` (see
-    `band_moments`)."""
+    """One piece of the chain. `module(*inputs)` returns a tuple: `outputs` in order, then,
+    when `collects` is not None, a (3, C) tensor for that norm layer's input over the rows
+    weighted by `rows` (see `band_moments`)."""
 
     module: nn.Module
     inputs: tuple[str, ...]
@@ -65,10 +65,15 @@ class Segment:
     collect_scale: int
     reach: int  # input rows (at full resolution) an output row depends on, above or below
     input_shapes: tuple[tuple[int, ...], ...]  # of `inputs` on the sample: for exports
+    handed_on: tuple[bool, ...]  # per input: a map another segment made (`boundary` dtype)
+    boundary: torch.dtype
 
     def example(self) -> tuple[torch.Tensor, ...]:
         """Inputs of the right shapes and kinds to export this segment with."""
-        return tuple(torch.rand(shape) + 0.5 for shape in self.input_shapes)
+        return tuple(
+            (torch.rand(shape) + 0.5).to(self.boundary if handed else torch.float32)
+            for shape, handed in zip(self.input_shapes, self.handed_on, strict=True)
+        )
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class SegmentedNetwork:
     segments: tuple[Segment, ...]
     inputs: tuple[Value, ...]  # the network's own inputs: the image, then its conditions
     channels: tuple[int, ...]  # per norm layer
+    boundary: torch.dtype  # of the maps handed between segments
 
     def values(self) -> dict[str, Value]:
         """Every value by name: the network's inputs and every segment's outputs."""
@@ -100,36 +106,39 @@ class _ImageAndCondition(_ImageOnly):
         return self.net(image, condition)
 
 
-class _ChannelsLast(nn.Module):
-    """A segment's graph with its maps channels-last on both sides, then (`collect` set) the
-    moments of one of its outputs over weighted rows."""
+class _SegmentModule(nn.Module):
+    """A segment's graph computing in float32 between maps in the boundary dtype, then
+    (`collect` set) the moments of one of its outputs, before rounding, over the rows
+    weighted by the last input."""
 
     def __init__(
         self,
         graph: torch.fx.GraphModule,
-        maps_in: tuple[bool, ...],
-        maps_out: tuple[bool, ...],
+        handed_on: tuple[bool, ...],
+        outputs: tuple[Value, ...],
         collect: int | None,
+        boundary: torch.dtype,
     ) -> None:
         super().__init__()
         self.graph = graph
-        self.maps_in = maps_in
-        self.maps_out = maps_out
+        self.handed_on = handed_on
+        self.maps_out = tuple(v.spatial and v.layout == "nchw" for v in outputs)
         self.collect = collect
+        self.boundary = boundary
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        values = inputs[: len(self.maps_in)]
-        nchw = [
-            v.permute(0, 3, 1, 2) if m else v for v, m in zip(values, self.maps_in, strict=True)
+        values = [
+            x.float() if handed else x
+            for x, handed in zip(inputs[: len(self.handed_on)], self.handed_on, strict=True)
         ]
-        outputs = self.graph(*nchw)
+        outputs = self.graph(*values)
         moments = ()
         if self.collect is not None:
             moments = (band_moments(outputs[self.collect], inputs[-1]),)
-        outputs = [
-            o.permute(0, 2, 3, 1) if m else o for o, m in zip(outputs, self.maps_out, strict=True)
+        cast = [
+            _to(o, self.boundary) if m else o for o, m in zip(outputs, self.maps_out, strict=True)
         ]
-        return (*outputs, *moments)
+        return (*cast, *moments)
 
 
 def band_moments(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -138,21 +147,26 @@ def band_moments(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     one near the mean keeps float32 sums of squares from cancelling, and a sparse sample of
     the band finds one without another full pass."""
     shift = x[:, :, ::8, ::8].mean(dim=(0, 2, 3), keepdim=True)
-    deviation = (x - shift) * rows.view(1, 1, -1, 1)
+    deviation = x - shift
+    weights = rows.view(1, 1, -1)  # applied to row sums: no full-size product
     return torch.stack(
         [
             shift.flatten(),
-            deviation.sum(dim=(0, 2, 3)),
-            (deviation * deviation).sum(dim=(0, 2, 3)),
+            (deviation.sum(dim=3) * weights).sum(dim=(0, 2)),
+            ((deviation * deviation).sum(dim=3) * weights).sum(dim=(0, 2)),
         ]
     )
 
 
-def split_at_norms(module: nn.Module, sample: Sequence[torch.Tensor]) -> SegmentedNetwork:
+def split_at_norms(
+    module: nn.Module, sample: Sequence[torch.Tensor], boundary: torch.dtype = torch.float32
+) -> SegmentedNetwork:
     """Cut `module` (called as module(image, *conditions)) at every instance norm.
 
     `sample` is an example input (image first, square, sides a multiple of 4 and at least 64)
     used to learn each value's shape and each segment's reach (around its middle row).
+    `boundary` is the dtype of the maps handed between segments: float16 halves what they
+    cost to pass on, for backends that compute in 16 bits anyway.
     """
     if len(sample) not in (1, 2):
         raise ValueError("networks take an image and at most one condition")
@@ -176,13 +190,26 @@ def split_at_norms(module: nn.Module, sample: Sequence[torch.Tensor]) -> Segment
     shapes = _probe(graphs, [n.name for n in placeholders], sample, cuts)
     side = sample[0].shape[2]
     norm_inputs = [c.args[0].name for c in cuts]  # type: ignore[union-attr]
+    given = frozenset(n.name for n in placeholders)
+    probed = _Probed(shapes, side, _output_name(output), given, boundary)
     segments = tuple(
-        _segment(k, graph, inputs, outputs, norm_inputs, shapes, side, _output_name(output))
+        _segment(k, graph, inputs, outputs, norm_inputs, probed)
         for k, (graph, inputs, outputs) in enumerate(graphs)
     )
     inputs = tuple(_value(n.name, shapes[n.name], side, nhwc=False) for n in placeholders)
     channels = tuple(int(shapes[name][1]) for name in norm_inputs)
-    return SegmentedNetwork(segments, inputs, channels)
+    return SegmentedNetwork(segments, inputs, channels, boundary)
+
+
+@dataclass(frozen=True)
+class _Probed:
+    """The network as probed on the sample: what every segment is described with."""
+
+    shapes: dict[str, torch.Size]  # of every value on the sample
+    side: int  # the sample's
+    final: str  # the value the network returns
+    given: frozenset[str]  # the network's own inputs
+    boundary: torch.dtype
 
 
 def _segment(
@@ -191,26 +218,27 @@ def _segment(
     inputs: list[str],
     outputs: list[str],
     norm_inputs: list[str],
-    shapes: dict[str, torch.Size],
-    side: int,
-    final: str,
+    network: _Probed,
 ) -> Segment:
     """Segment k described: its values, the norm input it sums (norm k's, unless it is the
-    last segment), its reach, and its graph wrapped channels-last."""
+    last segment), its reach, and its graph with the moments it reports."""
+    shapes, side, final = network.shapes, network.side, network.final
     values = tuple(_value(name, shapes[name], side, nhwc=name == final) for name in outputs)
     collects = k if k < len(norm_inputs) else None
     index = outputs.index(norm_inputs[k]) if collects is not None else None
     collect_scale = values[index].scale if index is not None else 0
-    maps_in = tuple(name not in (MEAN, VAR) and _is_map(shapes[name]) for name in inputs)
-    maps_out = tuple(v.spatial and v.layout == "nchw" for v in values)
     applied = int(shapes[norm_inputs[k - 1]][1]) if k > 0 else 0
-    input_shapes = [
-        (1, applied) if name in (MEAN, VAR) else _channels_last(shapes[name]) for name in inputs
-    ]
+    input_shapes = [(1, applied) if name in (MEAN, VAR) else tuple(shapes[name]) for name in inputs]
+    handed_on = tuple(
+        name not in (MEAN, VAR) and name not in network.given and _is_map(shapes[name])
+        for name in inputs
+    )
+    module = _SegmentModule(graph, handed_on, values, index, network.boundary)
     if collects is not None:
         input_shapes.append((side // collect_scale,))
+        handed_on = (*handed_on, False)
     return Segment(
-        module=_ChannelsLast(graph, maps_in, maps_out, index),
+        module=module,
         inputs=tuple(inputs) + ((ROWS,) if collects is not None else ()),
         outputs=values,
         norm=k - 1 if k > 0 else None,
@@ -219,6 +247,8 @@ def _segment(
         collect_scale=collect_scale,
         reach=_reach(graph, inputs, values, shapes, side),
         input_shapes=tuple(input_shapes),
+        handed_on=handed_on,
+        boundary=network.boundary,
     )
 
 
@@ -354,13 +384,17 @@ def _is_map(shape: torch.Size) -> bool:
     return len(shape) == 4 and shape[2] > 1
 
 
-def _channels_last(shape: torch.Size) -> tuple[int, ...]:
-    return (shape[0], shape[2], shape[3], shape[1]) if _is_map(shape) else tuple(shape)
-
-
 def _value(name: str, shape: torch.Size, side: int, *, nhwc: bool) -> Value:
     if nhwc:
         return Value(name, side // int(shape[1]), int(shape[3]), "nhwc")
     if _is_map(shape):
         return Value(name, side // int(shape[2]), int(shape[1]))
     return Value(name, 0, int(shape[-1]) if len(shape) else 1)
+
+
+def _to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`x` in `dtype`, saturating where it would overflow to infinity."""
+    if dtype == x.dtype:
+        return x
+    limit = torch.finfo(dtype).max
+    return x.clamp(-limit, limit).to(dtype)

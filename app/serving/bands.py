@@ -4,11 +4,11 @@
 image in full-width bands of rows, with a margin of `reach` rows that is computed and then
 cut away, so every band computes exactly the rows the whole image would. The values one
 segment hands the next (the activations alive at a cut) are written to files in `TMPDIR`,
-one per value, channel-major, so a band is one contiguous read per channel; the page cache
-keeps them in memory when there is room, and a file is deleted as soon as its last reader is
-done. While a segment runs, each band also reports the moments of the next norm's input over
-its own rows; combined in float64 they are the whole image's statistics, which the next
-segment applies. The last segment writes its pixels straight into the uint8 result.
+one per value, in planes of channels, so a band is one contiguous read per channel; the page
+cache keeps them in memory when there is room, and a file is reused as soon as its last
+reader is done. While a segment runs, each band also reports the moments of the next norm's
+input over its own rows; combined in float64 they are the whole image's statistics, which the
+next segment applies. The last segment writes its pixels straight into the uint8 result.
 
 Working memory is one band's activations (`band_pixels` bounds a band with its margins);
 compute is one inference plus the margins; the price is writing and reading every cut's
@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from app.nets.segments import MEAN, ROWS, VAR, SegmentedNetwork, Value
 from app.serving.pixels import SIDE_MULTIPLE
 from app.serving.tiling import combine_moments
+
+_NUMPY = {torch.float16: np.float16, torch.float32: np.float32}
 
 
 class SegmentBackend(Protocol):
@@ -82,7 +85,7 @@ class _Scratch:
             self._free.sort(key=lambda fd: os.fstat(fd).st_size)
             return self._free.pop()
         self._count += 1
-        path = self.folder / f"value-{self._count}.f32"
+        path = self.folder / f"value-{self._count}.raw"
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
 
     def give(self, fd: int) -> None:
@@ -95,32 +98,94 @@ class _Scratch:
 
 
 class _SpatialFile:
-    """One value at full extent, (H, W, C) float32 on disk: a band of rows is one block."""
+    """One value at full extent, (C, H, W) on disk in the segments' boundary dtype: a band of
+    rows is one block per channel."""
 
-    def __init__(self, scratch: _Scratch, value: Value, height: int, width: int) -> None:
+    def __init__(
+        self, scratch: _Scratch, value: Value, height: int, width: int, dtype: np.dtype
+    ) -> None:
         self.value = value
+        self.dtype = dtype
         self.rows = height // value.scale
         self.cols = width // value.scale
         self._scratch = scratch
         self._fd = scratch.take()
 
-    def _offset(self, row: int) -> int:
-        return row * self.cols * self.value.channels * 4
+    def _offset(self, channel: int, row: int) -> int:
+        return (channel * self.rows + row) * self.cols * self.dtype.itemsize
 
     def write(self, array: np.ndarray, row: int) -> None:
-        """`array` is (1, h, W, C) float32 for rows [row, row + h)."""
-        data = np.ascontiguousarray(array, dtype=np.float32)
-        os.pwrite(self._fd, memoryview(data).cast("B"), self._offset(row))
+        """`array` is (1, C, h, W) for rows [row, row + h)."""
+        for channel, plane in enumerate(array[0]):  # each plane's rows are one block already
+            data = np.ascontiguousarray(plane, dtype=self.dtype)
+            os.pwrite(self._fd, memoryview(data).cast("B"), self._offset(channel, row))
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        out = np.empty((1, stop - start, self.cols, self.value.channels), dtype=np.float32)
-        view = memoryview(out).cast("B")
-        if os.preadv(self._fd, [view], self._offset(start)) != len(view):
-            raise OSError(f"short read of {self.value.name} in {self._scratch.folder}")
+        out = np.empty((1, self.value.channels, stop - start, self.cols), dtype=self.dtype)
+        for channel, plane in enumerate(out[0]):
+            view = memoryview(plane).cast("B")
+            if os.preadv(self._fd, [view], self._offset(channel, start)) != len(view):
+                raise OSError(f"short read of {self.value.name} in {self._scratch.folder}")
         return out
 
     def close(self) -> None:
         self._scratch.give(self._fd)
+
+
+class _Values:
+    """The values in flight while one image runs: the image itself, the maps segments hand on
+    (in scratch files), the small values (conditions), and the result being filled."""
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        network: SegmentedNetwork,
+        condition: Sequence[np.ndarray],
+        scratch: _Scratch,
+    ) -> None:
+        self.image = image
+        self.image_name = network.inputs[0].name
+        self.result = np.empty_like(image)
+        self.small = {
+            v.name: np.asarray(c) for v, c in zip(network.inputs[1:], condition, strict=True)
+        }
+        self.files: dict[str, _SpatialFile] = {}
+        self.dtype = np.dtype(_NUMPY[network.boundary])
+        self._scratch = scratch
+
+    def feed(self, name: str, band: Band) -> np.ndarray:
+        """Value `name` over the band's rows, margins included, as a segment takes it."""
+        if name == self.image_name:
+            rows = self.image[band.start : band.stop].transpose(2, 0, 1)[None]
+            return np.ascontiguousarray(rows, dtype=np.float32)
+        if name in self.files:
+            scale = self.files[name].value.scale
+            return self.files[name].read(band.start // scale, band.stop // scale)
+        return self.small[name]
+
+    def store(self, value: Value, result: np.ndarray, band: Band) -> None:
+        """A segment output's own rows, to the result (pixels), its file, or kept whole."""
+        if not value.spatial:
+            self.small.setdefault(value.name, np.array(result))  # a copy: results may be views
+            return
+        first = (band.top - band.start) // value.scale
+        last = (band.bottom - band.start) // value.scale
+        if value.layout == "nhwc":
+            self.result[band.top : band.bottom] = result[0, first:last]
+            return
+        if value.name not in self.files:
+            height, width = self.image.shape[:2]
+            self.files[value.name] = _SpatialFile(self._scratch, value, height, width, self.dtype)
+        self.files[value.name].write(result[:, :, first:last], band.top // value.scale)
+
+    def drop(self, names: Sequence[str]) -> None:
+        """Hand the files of values no later segment reads back to the scratch pool."""
+        for name in names:
+            if name in self.files:
+                self.files.pop(name).close()
+
+    def close(self) -> None:
+        self.drop(list(self.files))
 
 
 def stylize_banded(
@@ -133,35 +198,24 @@ def stylize_banded(
     """Stylize an HxWx3 uint8 image (sides multiples of 4) band by band; same size out."""
     height, width = image.shape[:2]
     segments = network.segments
-    image_name = network.inputs[0].name
-    small: dict[str, np.ndarray] = {
-        v.name: np.asarray(c) for v, c in zip(network.inputs[1:], condition, strict=True)
-    }
     last_reader = {name: k for k, s in enumerate(segments) for name in s.inputs}
-    canvas = np.empty_like(image)
     stats: list[tuple[np.ndarray, np.ndarray]] = []
     with tempfile.TemporaryDirectory(prefix="atelier-bands-") as folder:
         scratch = _Scratch(Path(folder))
-        files: dict[str, _SpatialFile] = {}
+        values = _Values(image, network, condition, scratch)
         try:
             for k, (segment, call) in enumerate(zip(segments, calls, strict=True)):
                 parts = []
                 for band in bands(height, width, band_pixels, segment.reach):
                     feeds = []
                     for name in segment.inputs:
-                        if name == image_name:
-                            feeds.append(image[None, band.start : band.stop].astype(np.float32))
-                        elif name in (MEAN, VAR):
+                        if name in (MEAN, VAR):
                             assert segment.norm is not None
-                            pair = stats[segment.norm]
-                            feeds.append(pair[0 if name == MEAN else 1][None])
+                            feeds.append(stats[segment.norm][0 if name == MEAN else 1][None])
                         elif name == ROWS:
                             feeds.append(_own_rows(band, segment.collect_scale))
-                        elif name in files:
-                            scale = files[name].value.scale
-                            feeds.append(files[name].read(band.start // scale, band.stop // scale))
                         else:
-                            feeds.append(small[name])
+                            feeds.append(values.feed(name, band))
                     results = list(call.run_all(*feeds))
                     if segment.collects is not None:
                         moments = results.pop().astype(np.float64)
@@ -169,18 +223,16 @@ def stylize_banded(
                         count = (band.bottom - band.top) // scale * (width // scale)
                         parts.append((float(count), moments[0], moments[1], moments[2]))
                     for value, result in zip(segment.outputs, results, strict=True):
-                        _store(value, result, band, files, small, canvas, scratch, height, width)
+                        values.store(value, result, band)
                 call.release()
                 if segment.collects is not None:
                     mean, var = combine_moments(parts)
                     stats.append((mean.astype(np.float32), var.astype(np.float32)))
-                for name in [n for n, last in last_reader.items() if last == k and n in files]:
-                    files.pop(name).close()
+                values.drop([n for n, last in last_reader.items() if last == k])
         finally:
-            for file in files.values():
-                file.close()
+            values.close()
             scratch.close()
-    return canvas
+    return values.result
 
 
 def _own_rows(band: Band, scale: int) -> np.ndarray:
@@ -188,28 +240,3 @@ def _own_rows(band: Band, scale: int) -> np.ndarray:
     rows = np.zeros((band.stop - band.start) // scale, dtype=np.float32)
     rows[(band.top - band.start) // scale : (band.bottom - band.start) // scale] = 1.0
     return rows
-
-
-def _store(
-    value: Value,
-    result: np.ndarray,
-    band: Band,
-    files: dict[str, _SpatialFile],
-    small: dict[str, np.ndarray],
-    canvas: np.ndarray,
-    scratch: _Scratch,
-    height: int,
-    width: int,
-) -> None:
-    """A segment output's own rows, to the result (pixels), its file, or kept whole."""
-    if not value.spatial:
-        small.setdefault(value.name, np.array(result))  # a copy: results may be views
-        return
-    first = (band.top - band.start) // value.scale
-    last = (band.bottom - band.start) // value.scale
-    if value.layout == "nhwc":
-        canvas[band.top : band.bottom] = result[0, first:last]
-        return
-    if value.name not in files:
-        files[value.name] = _SpatialFile(scratch, value, height, width)
-    files[value.name].write(result[:, first:last], band.top // value.scale)

@@ -24,15 +24,18 @@ from app.weights import onnx_export
 from app.weights.onnx_export import DynamicAxes
 
 # Bump when a network's forward changes: the export cache key includes it with the weights.
-EXPORT_VERSION = 4
+EXPORT_VERSION = 5
 
 
-def state_digest(module: nn.Module) -> str:
-    """Short hash of what an export depends on: weights, module type, torch, opset, our code."""
+def state_digest(module: nn.Module, signature: str = "") -> str:
+    """Short hash of what an export depends on: weights, module type, torch, opset, our code,
+    and the call's `signature` (input kinds and names: one module exports differently with
+    float16 inputs)."""
     digest = hashlib.sha256()
     digest.update(
         f"{type(module).__qualname__}|{torch.__version__}|{onnx_export.OPSET}|{EXPORT_VERSION}".encode()
     )
+    digest.update(signature.encode())
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -76,7 +79,9 @@ def cached_export(
 ) -> Path:
     """The ONNX file of `module`, exported on first use and reused while its digest holds."""
     name = getattr(module, "export_name", type(module).__name__)
-    path = cache_dir / f"{name}-{state_digest(module)}.onnx"
+    kinds = [(str(x.dtype), x.dim()) for x in example]
+    signature = repr((kinds, input_names, output_names, axes, dynamic))
+    path = cache_dir / f"{name}-{state_digest(module, signature)}.onnx"
     if not path.exists():
         export_onnx(
             module,

@@ -293,7 +293,11 @@ class StyleRunner:
         """One network cut at its norms (`app.nets.segments`), each segment on this runner's
         backend, with every spatial axis dynamic."""
         module, sample, _ = pixels
-        network = split_at_norms(module, (torch.rand(1, 3, 128, 128) * 255.0, *sample[1:]))
+        # bf16 backends keep 8 significant bits of every activation; float16 maps between
+        # segments keep 11, and halve what a cut costs to write and read.
+        boundary = torch.float16 if self.cpu_precision == "bf16" else torch.float32
+        sample = (torch.rand(1, 3, 128, 128) * 255.0, *sample[1:])
+        network = split_at_norms(module, sample, boundary)
         values = network.values()
         name = getattr(module, "export_name", type(module).__name__)
         calls: list[SegmentBackend] = []
@@ -302,8 +306,9 @@ class StyleRunner:
             outputs = [v.name for v in segment.outputs]
             axes: DynamicAxes = {}
             for value in [values[n] for n in segment.inputs if n in values] + list(segment.outputs):
-                if value.spatial:  # channels-last on the segments' sides
-                    axes[value.name] = {1: f"h{value.scale}", 2: f"w{value.scale}"}
+                if value.spatial:
+                    rows, cols = (1, 2) if value.layout == "nhwc" else (2, 3)
+                    axes[value.name] = {rows: f"h{value.scale}", cols: f"w{value.scale}"}
             if segment.collects is not None:
                 axes[ROWS] = {0: f"h{segment.collect_scale}"}
                 outputs.append("moments")

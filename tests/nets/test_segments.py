@@ -7,6 +7,8 @@ own moments nor the tiling code is trusted to check it.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -41,7 +43,8 @@ def _network(kind: str) -> tuple[PixelScale, tuple[torch.Tensor, ...]]:
 
 def _run_chain(
     network: SegmentedNetwork, image: torch.Tensor, condition: tuple[torch.Tensor, ...]
-) -> torch.Tensor:
+) -> dict[str, torch.Tensor]:
+    """Every value the chain computes, by name."""
     values = {network.inputs[0].name: image}
     values.update((v.name, c) for v, c in zip(network.inputs[1:], condition, strict=True))
     source: dict[int, str] = {}
@@ -50,10 +53,10 @@ def _run_chain(
             feeds = []
             for name in segment.inputs:
                 if name == ROWS:
-                    feeds.append(torch.ones(image.shape[1] // segment.collect_scale))
+                    feeds.append(torch.ones(image.shape[2] // segment.collect_scale))
                 elif name in (MEAN, VAR):
                     x = values[source[segment.norm]].double().numpy()  # type: ignore[index]
-                    moment = x.mean(axis=(0, 1, 2)) if name == MEAN else x.var(axis=(0, 1, 2))
+                    moment = x.mean(axis=(0, 2, 3)) if name == MEAN else x.var(axis=(0, 2, 3))
                     feeds.append(torch.from_numpy(moment[None]).float())
                 else:
                     feeds.append(values[name])
@@ -63,19 +66,30 @@ def _run_chain(
                 assert segment.collected is not None
                 source[segment.collects] = segment.collected
             values.update((v.name, r) for v, r in zip(segment.outputs, results, strict=True))
-    return values[network.segments[-1].outputs[-1].name]
+    return values
 
 
-@pytest.mark.parametrize("kind", ["transformer", "multistyle", "arbitrary"])
-def test_chain_reproduces_the_network(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "boundary"),
+    [
+        ("transformer", torch.float32),
+        ("multistyle", torch.float32),
+        ("arbitrary", torch.float32),
+        ("transformer", torch.float16),
+        ("arbitrary", torch.float16),
+    ],
+)
+def test_chain_reproduces_the_network(kind: str, boundary: torch.dtype) -> None:
     module, condition = _network(kind)
-    network = split_at_norms(module, (torch.rand(1, 3, 128, 128) * 255.0, *condition))
+    sample = (torch.rand(1, 3, 128, 128) * 255.0, *condition)
+    network = split_at_norms(module, sample, boundary)
     assert len(network.segments) == len(network.channels) + 1
     pixels = pattern(96, 72, seed=1)
     with torch.no_grad():
         reference = module(torch.from_numpy(network_input(pixels)), *condition)
-    channels_last = torch.from_numpy(pixels[None].astype(np.float32))
-    chained = _run_chain(network, channels_last, condition).numpy().astype(np.int16)
+    image = torch.from_numpy(network_input(pixels))
+    values = _run_chain(network, image, condition)
+    chained = values[network.segments[-1].outputs[-1].name].numpy().astype(np.int16)
     reference = reference.numpy().astype(np.int16)
     assert chained.shape == reference.shape == (1, 72, 96, 3)
     assert np.abs(chained - reference).max() <= 1
@@ -104,3 +118,40 @@ def test_band_moments_against_numpy() -> None:
     count = own.shape[1]
     np.testing.assert_allclose(shift + s1 / count, own.mean(axis=1), rtol=1e-6)
     np.testing.assert_allclose(s2 / count - (s1 / count) ** 2, own.var(axis=1), rtol=1e-3)
+
+
+def test_handed_on_maps_take_the_boundary_dtype_and_saturate() -> None:
+    """float16 between segments: the maps one segment hands the next, not the image, the
+    statistics or the pixels; a value beyond float16's range saturates instead of becoming
+    infinite (which would poison every statistic after it)."""
+    module, _ = _network("transformer")
+    loud = copy.deepcopy(module)
+    with torch.no_grad():
+        loud.net.conv1.conv2d.weight.mul_(1e4)  # type: ignore[union-attr, operator]
+    network = split_at_norms(loud, (torch.rand(1, 3, 128, 128) * 255.0,), torch.float16)
+    first, second = network.segments[:2]
+    assert [x.dtype for x in first.example()] == [torch.float32, torch.float32]  # image, rows
+    assert second.inputs[:3] == (MEAN, VAR, first.outputs[0].name) and second.inputs[3] == ROWS
+    f32, f16 = torch.float32, torch.float16
+    assert [x.dtype for x in second.example()] == [f32, f32, f16, f32]
+    with torch.no_grad():
+        image = torch.from_numpy(network_input(pattern(64, 64, seed=2)))
+        handed, moments = first.module(image, torch.ones(64))
+    assert handed.dtype == torch.float16 and moments.dtype == torch.float32
+    assert torch.isfinite(handed).all() and handed.abs().max() == torch.finfo(torch.float16).max
+    assert network.segments[-1].outputs[-1].layout == "nhwc"
+
+
+@pytest.mark.parametrize("style", ["mosaic", "candy", "rain-princess", "udnie"])
+def test_in_box_networks_stay_far_inside_float16(style: str) -> None:
+    """The float16 boundary is safe for the shipped networks: every map handed between
+    segments stays under a sixteenth of float16's largest value on a picture."""
+    net = load_transformer_net(MOSAIC.parent / f"{style}-atelier.safetensors").eval()
+    network = split_at_norms(
+        PixelScale(net, unit_range=False), (torch.rand(1, 3, 128, 128) * 255.0,)
+    )
+    image = torch.from_numpy(network_input(pattern(96, 72, seed=4)))
+    values = _run_chain(network, image, ())
+    handed = [v for s in network.segments for v in s.outputs if v.spatial and v.layout == "nchw"]
+    peak = max(float(values[v.name].abs().max()) for v in handed)
+    assert 1.0 < peak < torch.finfo(torch.float16).max / 16

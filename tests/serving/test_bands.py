@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def _whole_and_banded(
 def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """TMPDIR for the bands' scratch files, to see that none is left behind."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again: it is cached
     return tmp_path
 
 
@@ -114,3 +116,35 @@ def test_a_failing_band_leaves_no_files(
     with pytest.raises(RuntimeError, match="out of memory"):
         stylize_banded(pattern(152, 200), network, calls, [], band_pixels=152 * 60)  # type: ignore[arg-type]
     assert list(scratch.iterdir()) == []
+
+
+class _Watching(_Torch):
+    """A segment run eagerly that notes the scratch files' total size before each band."""
+
+    def __init__(self, module: torch.nn.Module, folder: Path, sizes: list[int]) -> None:
+        super().__init__(module, [])
+        self.folder = folder
+        self.sizes = sizes
+
+    def run_all(self, *inputs: np.ndarray) -> Sequence[np.ndarray]:
+        self.sizes.append(sum(f.stat().st_size for f in self.folder.rglob("*") if f.is_file()))
+        return super().run_all(*inputs)
+
+
+def test_float16_boundary_halves_the_scratch_and_stays_exact(
+    mosaic_like: tuple[PixelScale, SegmentedNetwork], scratch: Path
+) -> None:
+    module, network = mosaic_like
+    half = split_at_norms(module, (torch.rand(1, 3, 128, 128) * 255.0,), torch.float16)
+    pixels = pattern(152, 200, seed=3)
+    with torch.no_grad():
+        whole = module(torch.from_numpy(network_input(pixels)))[0].numpy().astype(np.int16)
+    peaks = []
+    for cut in (network, half):
+        sizes: list[int] = []
+        calls = [_Watching(s.module, scratch, sizes) for s in cut.segments]
+        banded = stylize_banded(pixels, cut, calls, [], band_pixels=152 * 60)
+        assert np.abs(banded.astype(np.int16) - whole).max() <= 1
+        peaks.append(max(sizes))
+    assert peaks[0] > 152 * 200 * 32 * 4  # at least one full-size 32-channel map in float32
+    assert peaks[1] == peaks[0] // 2
