@@ -55,9 +55,9 @@ TRAIN_CHECKPOINTS ?= data/training
 TRAIN_ITERATIONS ?= 2000
 TRAIN_STYLE_SIZE ?= 320
 TRAIN_STYLES ?= mosaic:5:512 candy:5 rain-princess:6 udnie:10
-# Then trained further (STYLE:WEIGHT[:SIZE]): from the network above, TRAIN_MORE_ITERATIONS
-# steps of batch 4 at 256 px crops, learning rate 5e-4, seed 1.
-TRAIN_MORE ?= udnie:10
+# Then trained further (STYLE:WEIGHT[:SIZE[:STEPS]], STEPS default TRAIN_MORE_ITERATIONS): from
+# the network above, steps of batch 4 at 256 px crops, learning rate 5e-4, seed 1.
+TRAIN_MORE ?= udnie:10 rain-princess:6:1024:1000
 TRAIN_MORE_ITERATIONS ?= 1500
 TRAIN_PHOTOS := $(SHARED)/training $(filter-out %/amber.jpg,$(wildcard $(SHARED)/photos/*.jpg))
 train-styles: $(STAMP)
@@ -70,13 +70,13 @@ train-styles: $(STAMP)
 			--batch-size 2 --crop-size 192 --style-size $$size --style-weight $$weight \
 			--backbone vgg16 --seed 0 --cold-start --preview $(TRAIN_CHECKPOINTS)/$$style-preview.jpg || exit 1; \
 	done
-	for pair in $(TRAIN_MORE); do \
-		style=$${pair%%:*}; rest=$${pair#*:}; weight=$${rest%%:*}; size=$${rest#*:}; \
-		if [ "$$size" = "$$rest" ]; then size=$(TRAIN_STYLE_SIZE); fi; \
+	for entry in $(TRAIN_MORE); do \
+		set -- $$(echo "$$entry" | tr : ' '); style=$$1; weight=$$2; \
+		size=$${3:-$(TRAIN_STYLE_SIZE)}; steps=$${4:-$(TRAIN_MORE_ITERATIONS)}; \
 		$(BIN)/atelier train $(SHARED)/paintings/$$style.jpg $(addprefix --photos ,$(TRAIN_PHOTOS)) \
 			--name $$style-atelier --output models/$$style-atelier.safetensors \
 			--start models/$$style-atelier.safetensors \
-			--checkpoint $(TRAIN_CHECKPOINTS)/$$style-more.ckpt --iterations $(TRAIN_MORE_ITERATIONS) \
+			--checkpoint $(TRAIN_CHECKPOINTS)/$$style-more.ckpt --iterations $$steps \
 			--batch-size 4 --crop-size 256 --style-size $$size --style-weight $$weight \
 			--learning-rate 5e-4 --backbone vgg16 --seed 1 \
 			--preview $(TRAIN_CHECKPOINTS)/$$style-more-preview.jpg || exit 1; \

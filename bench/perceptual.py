@@ -103,18 +103,22 @@ class Objective:
 
 
 def recipe_from_makefile(makefile: Path) -> dict[str, tuple[float, int]]:
-    """Each style's (style weight, painting size) as `make train-styles` trains it: TRAIN_STYLES
-    holds STYLE:WEIGHT[:SIZE], TRAIN_STYLE_SIZE the default size. The Makefile is where the
-    in-box recipe is written down."""
+    """Each style's (style weight, painting size) as `make train-styles` last trains it:
+    TRAIN_STYLES holds STYLE:WEIGHT[:SIZE], then TRAIN_MORE's STYLE:WEIGHT[:SIZE[:STEPS]]
+    (the objective the shipped network was trained further on) overrides it; TRAIN_STYLE_SIZE
+    is the default size. The Makefile is where the in-box recipe is written down."""
     text = makefile.read_text(encoding="utf-8")
-    entries = re.search(r"^TRAIN_STYLES \?= (.+)$", text, re.MULTILINE)
     default_size = re.search(r"^TRAIN_STYLE_SIZE \?= (\d+)$", text, re.MULTILINE)
-    if entries is None or default_size is None:
-        raise SystemExit(f"{makefile}: no TRAIN_STYLES or TRAIN_STYLE_SIZE line")
+    if default_size is None:
+        raise SystemExit(f"{makefile}: no TRAIN_STYLE_SIZE line")
     recipe = {}
-    for entry in entries.group(1).split():
-        name, weight, *size = entry.split(":")
-        recipe[name] = (float(weight), int(size[0]) if size else int(default_size.group(1)))
+    for variable in ("TRAIN_STYLES", "TRAIN_MORE"):
+        entries = re.search(rf"^{variable} \?= (.*)$", text, re.MULTILINE)
+        if entries is None:
+            raise SystemExit(f"{makefile}: no {variable} line")
+        for entry in entries.group(1).split():
+            name, weight, *size = entry.split(":")
+            recipe[name] = (float(weight), int(size[0]) if size else int(default_size.group(1)))
     return recipe
 
 
