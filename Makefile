@@ -76,10 +76,10 @@ train-styles: $(STAMP)
 		$(BIN)/atelier train $(SHARED)/paintings/$$style.jpg $(addprefix --photos ,$(TRAIN_PHOTOS)) \
 			--name $$style-atelier --output models/$$style-atelier.safetensors \
 			--start models/$$style-atelier.safetensors \
-			--checkpoint $(TRAIN_CHECKPOINTS)/$$style-more.ckpt --iterations $$steps \
+			--checkpoint $(TRAIN_CHECKPOINTS)/$$style-$$size-more.ckpt --iterations $$steps \
 			--batch-size 4 --crop-size 256 --style-size $$size --style-weight $$weight \
 			--learning-rate 5e-4 --backbone vgg16 --seed 1 \
-			--preview $(TRAIN_CHECKPOINTS)/$$style-more-preview.jpg || exit 1; \
+			--preview $(TRAIN_CHECKPOINTS)/$$style-$$size-more-preview.jpg || exit 1; \
 	done
 
 bench-gatys: $(STAMP)

@@ -56,7 +56,7 @@ def gatys(
     """Stylise CONTENT with STYLES by Gatys optimisation, with a progress bar."""
     from tqdm import tqdm
 
-    from app.core.device import configure_threads, select_device
+    from app.core.device import configure_threads, select_device, uses_bf16
     from app.gatys.optimize import GatysOptions, Progress, run
     from app.imaging.decode import ImageRejected
     from app.imaging.encode import OutputFormat, encode_image
@@ -109,7 +109,16 @@ def gatys(
             )
 
         try:
-            image = run(content_pixels, style_pixels, options, net, on_progress=on_progress)
+            image = run(
+                content_pixels,
+                style_pixels,
+                options,
+                net,
+                device=device,
+                bf16=uses_bf16(settings.gatys_precision, device),
+                on_progress=on_progress,
+                tile_pixels=settings.gatys_tile_size**2,
+            )
         except ValueError as exc:
             _fail(str(exc))
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -190,6 +190,15 @@ class Settings(BaseSettings):
         description="Largest output (and style image) long side a job may ask.",
         validation_alias=_gatys_alias("max_size"),
     )
+    gatys_tile_size: int = Field(
+        1024,
+        ge=0,
+        description="Gatys scales and style images with more pixels than this squared run "
+        "through the loss network in tiles of about this many pixels (margins included), with "
+        "the whole image's objective and gradient: the loss network's working memory follows "
+        "the tile. 0 = always whole.",
+        validation_alias=_gatys_alias("tile_size"),
+    )
     gatys_max_style_images: int = Field(
         4,
         ge=1,

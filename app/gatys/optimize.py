@@ -21,6 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from app.core.progress import Cancelled
+from app.gatys.tiles import (
+    Reach,
+    TilePlan,
+    measure_reach,
+    tiled_grams,
+    tiled_objective,
+    tiled_targets,
+)
 from app.imaging.color import RGB_TO_YCBCR
 from app.perceptual.backbones import Backbone, LossWeights
 from app.perceptual.losses import content_loss, gram_matrix, style_loss, total_variation_loss
@@ -36,6 +44,8 @@ PRESERVE_COLORS: tuple[str, ...] = ("none", "luminance", "histogram")
 MIN_SIZE = 16  # below this the deepest taps shrink to a pixel or two and Grams mean nothing
 MAX_STYLE_SCALE = 4.0  # a style image 4x the output already costs 16x the memory of the output
 LBFGS_HISTORY = 50
+# In tiles the image is print size, and each remembered step costs two image-sized vectors.
+LBFGS_TILED_HISTORY = 10
 ADAM_LR = 0.02  # pixels live in 0..1; larger steps leave visible speckle before TV can smooth it
 
 
@@ -154,6 +164,7 @@ def run(
     on_preview: Callable[[np.ndarray], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     bf16: bool = False,
+    tile_pixels: int = 0,
 ) -> np.ndarray:
     """Stylise `content` (HxWx3 uint8) with `styles`; returns an HxWx3 uint8 image whose longest
     side is `options.output_size` and whose aspect ratio follows the content.
@@ -161,6 +172,11 @@ def run(
     `bf16` runs the backbone under bf16 autocast (for CPUs with bf16 matrix units and GPUs);
     the image, the targets, the Gram matrices and the losses stay fp32, so L-BFGS sees fp32
     values and gradients.
+
+    `tile_pixels` > 0: a scale (or style image) with more pixels than that runs through the
+    backbone in tiles of about that many pixels (`app/gatys/tiles.py`), with the same objective
+    and gradient, so the backbone's memory follows the tile, not the image; backbones that
+    cannot be cut exactly (`Backbone.runs_in_tiles`) run whole.
 
     `on_progress` and `should_cancel` are called on every evaluation, so they must be cheap
     (read a flag, not a database). Raises ValueError for unusable inputs and Cancelled when
@@ -179,7 +195,8 @@ def run(
 
     started = time.perf_counter()
     with _accelerator_settings(device, deterministic=options.seed is not None):
-        job = _Job(content, styles, blend, options, backbone, weights, device, started, bf16)
+        tiled = tile_pixels if backbone.runs_in_tiles else 0
+        job = _Job(content, styles, blend, options, backbone, weights, device, started, bf16, tiled)
         return job.run(on_progress, on_preview, should_cancel)
 
 
@@ -197,6 +214,7 @@ class _Job:
         device: torch.device,
         started: float,
         bf16: bool = False,
+        tile_pixels: int = 0,
     ) -> None:
         self.options = options
         self.bf16 = bf16
@@ -236,6 +254,8 @@ class _Job:
         self.done = 0
         self.work_done = 0
         self.first_done = (started, 0)
+        self.tile_pixels = tile_pixels
+        self._reach: Reach | None = None
 
     def run(
         self,
@@ -264,7 +284,8 @@ class _Job:
         should_cancel: Callable[[], bool] | None,
     ) -> Tensor:
         content = _resize_long_side(self.content_work, size).to(self.device)
-        content_targets, style_targets = self._targets(content, size)
+        plan = self._plan(content)
+        content_targets, style_targets = self._targets(content, size, plan)
         image = self._initial_image(content, previous).requires_grad_(True)
         backbone, weights, options = self.backbone, self.weights, self.options
         evaluations = 0
@@ -274,16 +295,14 @@ class _Job:
             if should_cancel is not None and should_cancel():
                 raise Cancelled
             optimiser.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                features = {name: f.float() for name, f in backbone(image).items()}
-            c_loss = _mean_of(content_loss(features[n], t) for n, t in content_targets.items())
-            s_loss = _mean_of(
-                style_loss(gram_matrix(features[n]), t) for n, t in style_targets.items()
-            )
-            tv_loss = total_variation_loss(image)
-            weighted = (weights.content * c_loss, weights.style * s_loss, weights.tv * tv_loss)
-            objective = weighted[0] + weighted[1] + weighted[2]
-            objective.backward()
+            if plan is None:
+                weighted = self._whole_objective(image, content_targets, style_targets)
+            else:
+                targets = (content_targets, style_targets)
+                weighted = tiled_objective(
+                    image, backbone, *targets, weights, plan, self.bf16, should_cancel
+                )
+            objective = (weighted[0] + weighted[1] + weighted[2]).detach()
             evaluations += 1
             self.done += 1
             self.work_done += pixels
@@ -301,8 +320,9 @@ class _Job:
 
         optimiser: torch.optim.Optimizer
         if options.optimizer == "lbfgs":
+            history = LBFGS_HISTORY if plan is None else LBFGS_TILED_HISTORY
             optimiser = torch.optim.LBFGS(
-                [image], lr=1.0, history_size=LBFGS_HISTORY, max_iter=budget, max_eval=budget
+                [image], lr=1.0, history_size=history, max_iter=budget, max_eval=budget
             )
             while evaluations < budget:
                 # A step ends early when progress stalls; the next one resumes from its history.
@@ -317,20 +337,57 @@ class _Job:
                     image.clamp_(0.0, 1.0)
         return image.detach().clamp(0.0, 1.0)
 
+    def _whole_objective(
+        self, image: Tensor, content_targets: dict[str, Tensor], style_targets: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The weighted content, style and TV terms, backpropagated into `image.grad`."""
+        weights = self.weights
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            features = {name: f.float() for name, f in self.backbone(image).items()}
+        c_loss = _mean_of(content_loss(features[n], t) for n, t in content_targets.items())
+        s_loss = _mean_of(style_loss(gram_matrix(features[n]), t) for n, t in style_targets.items())
+        tv_loss = total_variation_loss(image)
+        weighted = (weights.content * c_loss, weights.style * s_loss, weights.tv * tv_loss)
+        (weighted[0] + weighted[1] + weighted[2]).backward()
+        return weighted
+
+    def _plan(self, image: Tensor) -> TilePlan | None:
+        """Tiles for an image above `tile_pixels`; None runs it whole."""
+        height, width = image.shape[-2:]
+        if not self.tile_pixels or height * width <= self.tile_pixels:
+            return None
+        if self._reach is None:
+            layers = self.backbone.content_layers + self.backbone.style_layers
+            self._reach = measure_reach(self.backbone, list(dict.fromkeys(layers)))
+        return self._reach.plan(self.tile_pixels)
+
     @torch.no_grad()
-    def _targets(self, content: Tensor, size: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def _targets(
+        self, content: Tensor, size: int, plan: TilePlan | None
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Content features, and Gram targets blended across style images by weight."""
-        content_features = self.backbone(content)
-        content_targets = {n: content_features[n] for n in self.backbone.content_layers}
+        content_layers = list(self.backbone.content_layers)
+        if plan is None:
+            content_targets = self.backbone(content, content_layers)
+        else:
+            content_targets = tiled_targets(self.backbone, content, content_layers, plan)
         style_targets: dict[str, Tensor] = {}
         style_size = self.options.style_side(size)
+        style_layers = list(self.backbone.style_layers)
         for style, weight in zip(self.style_work, self.blend, strict=True):
             if weight == 0:
                 continue
-            features = self.backbone(_resize_long_side(style, style_size).to(self.device))
-            for name in self.backbone.style_layers:
-                gram = gram_matrix(features[name]) * weight
-                style_targets[name] = style_targets[name] + gram if name in style_targets else gram
+            image = _resize_long_side(style, style_size).to(self.device)
+            style_plan = self._plan(image)
+            if style_plan is None:
+                grams = {n: gram_matrix(f) for n, f in self.backbone(image, style_layers).items()}
+            else:
+                grams = tiled_grams(self.backbone, image, style_layers, style_plan)
+            for name, gram in grams.items():
+                share = gram * weight
+                style_targets[name] = (
+                    style_targets[name] + share if name in style_targets else share
+                )
         return content_targets, style_targets
 
     def _initial_image(self, content: Tensor, previous: Tensor | None) -> Tensor:

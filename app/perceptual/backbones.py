@@ -71,6 +71,9 @@ class Backbone(nn.Module):
     # The layout the network's convolutions are fed in: oneDNN's convolutions (and their
     # backward) run faster on channels-last input, and the Gram matrix reads it without a copy.
     memory_format: torch.memory_format = torch.contiguous_format
+    # Whether a tile, with margins, gives exactly the whole image's features for its
+    # rows (app/gatys/tiles.py): every layer's padding must not depend on the input's size.
+    runs_in_tiles: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -155,6 +158,7 @@ class VGGBackbone(Backbone):
     deepest: str
     pool: type[nn.Module] = nn.AvgPool2d
     memory_format = torch.channels_last
+    runs_in_tiles = True  # 3x3 convolutions padded by 1 and 2x2 pools: local, size-independent
 
     def __init__(self) -> None:
         super().__init__()

@@ -83,7 +83,12 @@ def _is_channels_last(features: Tensor) -> bool:
 
 def content_loss(features: Tensor, target: Tensor) -> Tensor:
     """Mean squared feature error relative to the target's mean energy (scale-free)."""
-    return (features - target).pow(2).mean() / (target.pow(2).mean() + _EPS)
+    return (features - target).pow(2).mean() / content_energy(target)
+
+
+def content_energy(target: Tensor) -> Tensor:
+    """What `content_loss` divides by; tiled evaluation sums the errors over tiles first."""
+    return target.pow(2).mean() + _EPS
 
 
 def style_loss(gram: Tensor, target_gram: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from app.gatys import Backbone, Cancelled, GatysOptions, Progress, load_backbone, optimize, run
 from app.gatys.optimize import OptimizerName
+from app.perceptual.backbones import VGG16Backbone
 
 CPU = torch.device("cpu")
 SIZE = 96
@@ -361,3 +362,49 @@ def test_weights_left_unset_take_the_backbones_defaults(name: str, tmp_path: Pat
     seen.clear()
     run(photo, [style], explicit, backbone, on_progress=seen.append)
     assert seen[0].tv_loss == 0.0
+
+
+def test_tiled_scales_give_the_whole_image_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scale above `tile_pixels` runs through the backbone in tiles, with the same objective
+    and gradient, so the same steps: the result matches the whole-image run to the level, and
+    the progress reports the same losses. (VGG-16's layout with random weights: the tiling,
+    not the pretrained look, is under test.)"""
+    torch.manual_seed(0)
+    vgg = VGG16Backbone().freeze()
+    generator = np.random.default_rng(4)
+    content = generator.integers(0, 256, (288, 200, 3), dtype=np.uint8)
+    style = generator.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    options = GatysOptions(iterations=3, size=288)
+    tiled_calls: list[int] = []
+    tiled = optimize.tiled_objective
+    monkeypatch.setattr(
+        optimize, "tiled_objective", lambda *a, **k: tiled_calls.append(1) or tiled(*a, **k)
+    )
+    results, losses = [], []
+    for tile_pixels in (0, 224 * 224):
+        recorder = Recorder()
+        results.append(
+            run(
+                content,
+                [style],
+                options,
+                vgg,
+                tile_pixels=tile_pixels,
+                on_progress=recorder.on_progress,
+            )
+        )
+        losses.append([p.style_loss + p.content_loss + p.tv_loss for p in recorder.progress])
+    assert len(losses[1]) == 3 and len(tiled_calls) == 3
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+    difference = np.abs(results[0].astype(int) - results[1].astype(int))
+    assert difference.max() <= 1
+
+
+def test_a_backbone_that_cannot_be_cut_runs_whole(backbone: Backbone, content, style) -> None:
+    """EfficientNet's TensorFlow padding depends on the input's size, so it never runs in
+    tiles: `tile_pixels` changes nothing."""
+    assert not backbone.runs_in_tiles
+    options = GatysOptions(iterations=2, size=SIZE, seed=0)
+    whole = run(content, [style], options, backbone)
+    asked = run(content, [style], options, backbone, tile_pixels=64)
+    np.testing.assert_array_equal(whole, asked)

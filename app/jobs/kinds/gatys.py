@@ -47,6 +47,7 @@ class GatysKind(JobKind):
                 backbone,
                 device=context.device,
                 bf16=bf16,
+                tile_pixels=context.settings.gatys_tile_size**2,
                 on_progress=lambda progress: context.report(ProgressUpdate.of(progress)),
                 on_preview=context.save_preview,
                 should_cancel=context.should_stop,
