@@ -381,3 +381,28 @@ def test_results_are_served_without_decoding_and_each_other_format_is_encoded_on
         assert jpeg.headers["content-type"] == "image/jpeg"
         assert client.get(f"/jobs/{job['id']}/preview").status_code == 200
     assert len(decodes) == 1, f"the JPEG was encoded {len(decodes)} times"
+
+
+def test_a_job_above_the_tile_size_runs_in_tiles_with_the_same_result(
+    make_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ATELIER_GATYS_TILE_SIZE reaches the engine: with tiles of 160 px the 64x48 job runs in
+    tiles on the in-box VGG-16 (fp32), and gives the whole-image job's picture."""
+    from app.gatys import optimize
+
+    tiled_calls: list[int] = []
+    tiled = optimize.tiled_objective
+    monkeypatch.setattr(
+        optimize, "tiled_objective", lambda *a, **k: tiled_calls.append(1) or tiled(*a, **k)
+    )
+    results = []
+    for tile_size in (0, 192):
+        with make_client(gatys_backbone="vgg16", gatys_tile_size=tile_size) as client:
+            job = submit(client, seed="3", size="240", iterations="3", optimizer="lbfgs").json()
+            done = finished(client, job["id"])
+            assert done["state"] == "succeeded", done["error"]
+            assert done["backbone"] == "vgg16"
+            png = client.get(f"/jobs/{job['id']}/result", params={"format": "png"}).content
+            results.append(np.asarray(Image.open(io.BytesIO(png)), dtype=int))
+    assert len(tiled_calls) == 3
+    assert np.abs(results[0] - results[1]).max() <= 1
