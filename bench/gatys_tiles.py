@@ -18,7 +18,9 @@ difference in levels of 255): the tiles compute the same objective and gradient,
 differs is float rounding, amplified by the optimiser.
 
     nice -n 5 .venv/bin/python bench/gatys_tiles.py [--sizes 1,2,4] [--iterations 4]
-        [--whole-max 4] [--tile-size 1024] [--threads 1]
+        [--whole-max 4] [--tile-size 1024] [--threads 1] [--device cuda]
+
+On CUDA the working memory is the peak of allocated VRAM during the run instead.
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ def long_side(megapixels: float) -> int:
         return math.floor(max(photo.size) * scale)
 
 
-def child(variant: str, size: int, iterations: int, tile_size: int, output: Path) -> None:
+def child(
+    variant: str, size: int, iterations: int, tile_size: int, output: Path, device_name: str
+) -> None:
     """One run in this process; prints a JSON line of its measurements."""
     import torch
 
@@ -68,7 +72,7 @@ def child(variant: str, size: int, iterations: int, tile_size: int, output: Path
     from app.perceptual.backbones import load_backbone
 
     settings = Settings()
-    device = torch.device("cpu")
+    device = torch.device(device_name)
     backbone = load_backbone(
         settings.gatys_backbone, settings.models_dir, device, cache_dir=REPO / "data" / "cache"
     )
@@ -81,6 +85,10 @@ def child(variant: str, size: int, iterations: int, tile_size: int, output: Path
 
     Path("/proc/self/clear_refs").write_text("5")
     before = status_bytes("VmRSS")
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
     started = time.perf_counter()
     image = run(
         content,
@@ -93,7 +101,7 @@ def child(variant: str, size: int, iterations: int, tile_size: int, output: Path
         on_progress=on_progress,
     )
     seconds = time.perf_counter() - started
-    peak = status_bytes("VmHWM")
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else status_bytes("VmHWM")
     Image.fromarray(image).save(output)
     evaluations = [b - a for a, b in itertools.pairwise(stamps)]
     print(
@@ -124,11 +132,12 @@ def main() -> None:
     parser.add_argument("--whole-max", type=float, default=4, help="largest MP run whole")
     parser.add_argument("--tile-size", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "SIZE", "OUTPUT"))
     args = parser.parse_args()
     if args.child:
         variant, size, output = args.child
-        child(variant, int(size), args.iterations, args.tile_size, Path(output))
+        child(variant, int(size), args.iterations, args.tile_size, Path(output), args.device)
         return
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -141,7 +150,7 @@ def main() -> None:
     print(machine_header("bench/gatys_tiles.py"))
     print(
         f"\nL-BFGS, {args.iterations} evaluations, tubingen x starry_night; tiles of about "
-        f"{args.tile_size}^2 pixels; {args.threads} thread(s)\n"
+        f"{args.tile_size}^2 pixels; {args.device}, {args.threads} thread(s)\n"
     )
     print(
         "| MP | side | variant | backbone | s per evaluation | x whole | first s | working MiB "
@@ -157,7 +166,8 @@ def main() -> None:
         for variant in variants:
             output = RESULTS / f"{variant.replace(' ', '-')}-{megapixels:g}mp.png"
             command = [sys.executable, __file__, "--iterations", str(args.iterations)]
-            command += ["--tile-size", str(args.tile_size), "--child", variant, str(side)]
+            command += ["--tile-size", str(args.tile_size), "--device", args.device]
+            command += ["--child", variant, str(side)]
             precision = {"ATELIER_GATYS_PRECISION": "fp32"} if variant == "whole fp32" else {}
             done = subprocess.run(
                 [*command, str(output)],

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One unattended GPU benchmark run (< 8 minutes on one H100-class GPU): instant predictions in
-# each precision/option, then Gatys seconds per iteration. Writes bench/results/gpu-<date>.md.
+# One unattended GPU benchmark run (< 15 minutes on one H100-class GPU): instant predictions in
+# each precision/option, Gatys seconds per iteration, then print size's VRAM curves (instant
+# path and Gatys). Writes bench/results/gpu-<date>.md.
 #   bash bench/gpu.sh            (from the repository root, after `make test` or `make run`
 #                                 has created .venv; no internet needed)
 set -euo pipefail
@@ -27,5 +28,11 @@ out="bench/results/gpu-$(date -u +%Y%m%dT%H%M%SZ).md"
     --sizes 1024x576 || echo "(failed)"
   echo; echo "## Gatys"
   timeout 90 "$PY" bench/gatys.py --device cuda --iterations 20 || echo "(failed)"
+  echo; echo "## Print size: VRAM against image size (issue 19)"
+  timeout 240 "$PY" bench/print_size.py --device cuda --backend torch --sizes 6,12,24 \
+    --untiled-max 12 --variants "untiled,tiled exact" || echo "(failed)"
+  echo; echo "## Gatys at print size: VRAM, tiled against whole"
+  timeout 240 "$PY" bench/gatys_tiles.py --device cuda --sizes 2,4,12 --whole-max 4 \
+    || echo "(failed)"
 } 2>&1 | tee "$out"
 echo "wrote $out"
