@@ -45,6 +45,8 @@ class Span:
 
 @dataclass(frozen=True)
 class Tile:
+    """A rectangle of the result: its rows and its columns, each with its margins."""
+
     rows: Span
     cols: Span
 
