@@ -6,12 +6,19 @@ and every job kind reports a `ProgressUpdate`; the job store keeps exactly its f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
 
 class Cancelled(Exception):
     """The caller's stop check returned True; raised at the engine's next safe point."""
+
+
+def stop_if_asked(should_cancel: Callable[[], bool] | None) -> None:
+    """A safe point: raise Cancelled when the caller's stop check (if any) says so."""
+    if should_cancel is not None and should_cancel():
+        raise Cancelled
 
 
 class EngineProgress(Protocol):

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from app.core.progress import Cancelled
+from app.core.progress import stop_if_asked
 from app.gatys.tiles import (
     Reach,
     TilePlan,
@@ -265,8 +265,7 @@ class _Job:
     ) -> np.ndarray:
         image: Tensor | None = None
         for size, budget, pixels in zip(self.sizes, self.budgets, self.pixels, strict=True):
-            if should_cancel is not None and should_cancel():
-                raise Cancelled
+            stop_if_asked(should_cancel)
             image = self._optimise_scale(
                 size, budget, pixels, image, on_progress, on_preview, should_cancel
             )
@@ -292,8 +291,7 @@ class _Job:
 
         def evaluate() -> Tensor:
             nonlocal evaluations
-            if should_cancel is not None and should_cancel():
-                raise Cancelled
+            stop_if_asked(should_cancel)
             optimiser.zero_grad(set_to_none=True)
             if plan is None:
                 weighted = self._whole_objective(image, content_targets, style_targets)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from app.core.progress import Cancelled
+from app.core.progress import stop_if_asked
 from app.perceptual.backbones import Backbone, LossWeights
 from app.perceptual.losses import content_energy, gram_matrix, style_loss, total_variation_loss
 
@@ -209,7 +209,7 @@ def tiled_objective(
     errors = dict.fromkeys(content_layers, torch.zeros((), device=image.device))
     with torch.no_grad():
         for tile in tiles:
-            _check(should_cancel)
+            stop_if_asked(should_cancel)
             core = tile_features(backbone, pixels, tile, layers, plan, bf16)
             grams.add(core)
             for name in content_layers:
@@ -224,7 +224,7 @@ def tiled_objective(
 
     gradient = torch.zeros_like(pixels)
     for tile in tiles:
-        _check(should_cancel)
+        stop_if_asked(should_cancel)
         piece = tile.of(pixels).clone().requires_grad_(True)
         local = Tile(tile.rows.local(), tile.cols.local())
         core = tile_features(backbone, piece, local, layers, plan, bf16)
@@ -300,8 +300,3 @@ def _positions(features: Tensor) -> int:
 
 def _mean(terms: list[Tensor]) -> Tensor:
     return torch.stack(terms).mean()
-
-
-def _check(should_cancel: Callable[[], bool] | None) -> None:
-    if should_cancel is not None and should_cancel():
-        raise Cancelled
