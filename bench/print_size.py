@@ -20,7 +20,11 @@ it ran (mean and 99th-percentile absolute difference in levels of 255); for the 
 size a difference map and 100% crops across a tile border are written to docs/.
 
     nice -n 5 .venv/bin/python bench/print_size.py [--sizes 1,4,12,24,50] [--threads 1]
-        [--backend auto|fp32|torch] [--variants "untiled,tiled exact"]
+        [--backend auto|fp32|torch] [--variants "untiled,tiled exact"] [--repeat 3]
+
+With `--repeat N` each size runs N rounds, the variants' order alternating between rounds;
+seconds are medians, and the ratio to untiled is the medians' with the range of the rounds'
+own ratios beside it (each round's pair ran back to back).
 """
 
 from __future__ import annotations
@@ -250,6 +254,9 @@ def main() -> None:
     )
     parser.add_argument("--backend", default="auto", choices=("auto", "fp32", "torch"))
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds per size (medians; variants alternate)"
+    )
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "UPLOAD", "OUTPUT"))
     parser.add_argument("--redraw", type=float, help="only redraw the crop figure of this MP")
     args = parser.parse_args()
@@ -288,7 +295,8 @@ def main() -> None:
         + " during the request minus before it"
     )
     print("")
-    print("| MP | variant | seconds | x untiled | working MiB | mean diff | p99 diff |")
+    seconds = "median seconds" if args.repeat > 1 else "seconds"
+    print(f"| MP | variant | {seconds} | x untiled | working MiB | mean diff | p99 diff |")
     print("|---|---|---|---|---|---|---|")
     sizes = [float(s) for s in args.sizes.split(",")]
     work = RESULTS  # kept: `--redraw` rebuilds the figure from them
@@ -300,13 +308,16 @@ def main() -> None:
         skip["tiled exact"] = megapixels > args.exact_max
         chosen = args.variants.split(",")
         variants = [v for v in VARIANTS if v in chosen and not skip.get(v, False)]
-        variants = variants[order % len(variants) :] + variants[: order % len(variants)]
-        results: dict[str, dict[str, float]] = {}
-        for variant in variants:
-            output = work / f"{megapixels:g}-{args.backend}-{variant.replace(' ', '-')}.png"
-            results[variant] = run_child(
-                variant, upload, output, args.tile_size, args.threads, args.device, args.backend
-            )
+        runs: dict[str, list[dict]] = {}
+        for round_ in range(args.repeat):
+            turn = (order + round_) % len(variants)
+            for variant in variants[turn:] + variants[:turn]:
+                output = work / f"{megapixels:g}-{args.backend}-{variant.replace(' ', '-')}.png"
+                result = run_child(
+                    variant, upload, output, args.tile_size, args.threads, args.device, args.backend
+                )
+                runs.setdefault(variant, []).append(result)
+        results = {variant: median_run(rounds) for variant, rounds in runs.items()}
         for variant in VARIANTS:
             if variant not in results:
                 continue
@@ -315,6 +326,12 @@ def main() -> None:
             ratio = diff = p99 = "-"
             if "untiled" in results:
                 ratio = f"{result['seconds'] / results['untiled']['seconds']:.2f}"
+                per_round = [
+                    mine["seconds"] / theirs["seconds"]
+                    for mine, theirs in zip(runs[variant], runs["untiled"], strict=True)
+                ]
+                if variant != "untiled" and len(per_round) > 1:
+                    ratio += f" ({min(per_round):.2f}-{max(per_round):.2f})"
                 if variant != "untiled":
                     reference = work / f"{megapixels:g}-{args.backend}-untiled.png"
                     delta = np.abs(decode(reference).astype(np.int16) - decode(output))
@@ -339,6 +356,16 @@ def main() -> None:
             )
 
     plot(work / f"rows-{args.device}.jsonl", REPO / "docs" / f"print-size-{args.device}.png")
+
+
+def median_run(rounds: list[dict]) -> dict:
+    """One variant's rounds as one row: the median time, the largest working memory."""
+    ordered = sorted(rounds, key=lambda r: r["seconds"])
+    return {
+        **ordered[len(ordered) // 2],
+        "seconds": float(np.median([r["seconds"] for r in rounds])),
+        "working_mib": max(r["working_mib"] for r in rounds),
+    }
 
 
 def plot(rows_file: Path, target: Path) -> None:

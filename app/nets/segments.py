@@ -13,6 +13,8 @@ The cut is found by tracing the network's own forward with torch.fx (`moments` i
 `app.nets.norm_stats` is a leaf there), so the segments cannot drift from the network.
 Each segment also reports the moments that the next norm needs over a band of rows of its
 output (the `rows` weight), so the sums run inside whichever backend runs the segment.
+Segments take and give float32; a backend that computes in 16 bits may carry the maps handed
+between segments in 16 bits too (`Segment.handed_on` says which inputs those are).
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ class Value:
     of the image (H/scale x W/scale); 0 for small tensors that are the same for every tile (a
     style's conditioning, say). Segments take and give maps in the network's own layout:
     "nchw", where a band of rows is one contiguous block per channel, or "nhwc" for its final
-    pixels. (Channels-last sides cost the backends a transpose per map at every cut.) Maps
-    handed from one segment to the next are in the network's `boundary` dtype."""
+    pixels. (Channels-last sides cost the backends a transpose per map at every cut.)"""
 
     name: str
     scale: int
@@ -65,15 +66,16 @@ class Segment:
     collect_scale: int
     reach: int  # input rows (at full resolution) an output row depends on, above or below
     input_shapes: tuple[tuple[int, ...], ...]  # of `inputs` on the sample: for exports
-    handed_on: tuple[bool, ...]  # per input: a map another segment made (`boundary` dtype)
-    boundary: torch.dtype
+    handed_on: tuple[bool, ...]  # per input: a map another segment made
 
     def example(self) -> tuple[torch.Tensor, ...]:
-        """Inputs of the right shapes and kinds to export this segment with."""
-        return tuple(
-            (torch.rand(shape) + 0.5).to(self.boundary if handed else torch.float32)
-            for shape, handed in zip(self.input_shapes, self.handed_on, strict=True)
-        )
+        """Inputs of the right shapes to export this segment with."""
+        return tuple(torch.rand(shape) + 0.5 for shape in self.input_shapes)
+
+    @property
+    def maps_out(self) -> tuple[str, ...]:
+        """Names of the outputs that are maps handed to later segments (not the pixels)."""
+        return tuple(v.name for v in self.outputs if v.spatial and v.layout == "nchw")
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,6 @@ class SegmentedNetwork:
     segments: tuple[Segment, ...]
     inputs: tuple[Value, ...]  # the network's own inputs: the image, then its conditions
     channels: tuple[int, ...]  # per norm layer
-    boundary: torch.dtype  # of the maps handed between segments
 
     def values(self) -> dict[str, Value]:
         """Every value by name: the network's inputs and every segment's outputs."""
@@ -107,38 +108,20 @@ class _ImageAndCondition(_ImageOnly):
 
 
 class _SegmentModule(nn.Module):
-    """A segment's graph computing in float32 between maps in the boundary dtype, then
-    (`collect` set) the moments of one of its outputs, before rounding, over the rows
-    weighted by the last input."""
+    """A segment's graph, then (`collect` set) the moments of one of its outputs over the
+    rows weighted by the last input."""
 
-    def __init__(
-        self,
-        graph: torch.fx.GraphModule,
-        handed_on: tuple[bool, ...],
-        outputs: tuple[Value, ...],
-        collect: int | None,
-        boundary: torch.dtype,
-    ) -> None:
+    def __init__(self, graph: torch.fx.GraphModule, arity: int, collect: int | None) -> None:
         super().__init__()
         self.graph = graph
-        self.handed_on = handed_on
-        self.maps_out = tuple(v.spatial and v.layout == "nchw" for v in outputs)
+        self.arity = arity  # the graph's own inputs; `rows` follows when it collects
         self.collect = collect
-        self.boundary = boundary
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        values = [
-            x.float() if handed else x
-            for x, handed in zip(inputs[: len(self.handed_on)], self.handed_on, strict=True)
-        ]
-        outputs = self.graph(*values)
-        moments = ()
-        if self.collect is not None:
-            moments = (band_moments(outputs[self.collect], inputs[-1]),)
-        cast = [
-            _to(o, self.boundary) if m else o for o, m in zip(outputs, self.maps_out, strict=True)
-        ]
-        return (*cast, *moments)
+        outputs = self.graph(*inputs[: self.arity])
+        if self.collect is None:
+            return tuple(outputs)
+        return (*outputs, band_moments(outputs[self.collect], inputs[-1]))
 
 
 def band_moments(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -158,15 +141,11 @@ def band_moments(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     )
 
 
-def split_at_norms(
-    module: nn.Module, sample: Sequence[torch.Tensor], boundary: torch.dtype = torch.float32
-) -> SegmentedNetwork:
+def split_at_norms(module: nn.Module, sample: Sequence[torch.Tensor]) -> SegmentedNetwork:
     """Cut `module` (called as module(image, *conditions)) at every instance norm.
 
     `sample` is an example input (image first, square, sides a multiple of 4 and at least 64)
     used to learn each value's shape and each segment's reach (around its middle row).
-    `boundary` is the dtype of the maps handed between segments: float16 halves what they
-    cost to pass on, for backends that compute in 16 bits anyway.
     """
     if len(sample) not in (1, 2):
         raise ValueError("networks take an image and at most one condition")
@@ -191,14 +170,14 @@ def split_at_norms(
     side = sample[0].shape[2]
     norm_inputs = [c.args[0].name for c in cuts]  # type: ignore[union-attr]
     given = frozenset(n.name for n in placeholders)
-    probed = _Probed(shapes, side, _output_name(output), given, boundary)
+    probed = _Probed(shapes, side, _output_name(output), given)
     segments = tuple(
         _segment(k, graph, inputs, outputs, norm_inputs, probed)
         for k, (graph, inputs, outputs) in enumerate(graphs)
     )
     inputs = tuple(_value(n.name, shapes[n.name], side, nhwc=False) for n in placeholders)
     channels = tuple(int(shapes[name][1]) for name in norm_inputs)
-    return SegmentedNetwork(segments, inputs, channels, boundary)
+    return SegmentedNetwork(segments, inputs, channels)
 
 
 @dataclass(frozen=True)
@@ -209,7 +188,6 @@ class _Probed:
     side: int  # the sample's
     final: str  # the value the network returns
     given: frozenset[str]  # the network's own inputs
-    boundary: torch.dtype
 
 
 def _segment(
@@ -233,7 +211,7 @@ def _segment(
         name not in (MEAN, VAR) and name not in network.given and _is_map(shapes[name])
         for name in inputs
     )
-    module = _SegmentModule(graph, handed_on, values, index, network.boundary)
+    module = _SegmentModule(graph, len(inputs), index)
     if collects is not None:
         input_shapes.append((side // collect_scale,))
         handed_on = (*handed_on, False)
@@ -248,7 +226,6 @@ def _segment(
         reach=_reach(graph, inputs, values, shapes, side),
         input_shapes=tuple(input_shapes),
         handed_on=handed_on,
-        boundary=network.boundary,
     )
 
 
@@ -390,11 +367,3 @@ def _value(name: str, shape: torch.Size, side: int, *, nhwc: bool) -> Value:
     if _is_map(shape):
         return Value(name, side // int(shape[2]), int(shape[1]))
     return Value(name, 0, int(shape[-1]) if len(shape) else 1)
-
-
-def _to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`x` in `dtype`, saturating where it would overflow to infinity."""
-    if dtype == x.dtype:
-        return x
-    limit = torch.finfo(dtype).max
-    return x.clamp(-limit, limit).to(dtype)

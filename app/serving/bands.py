@@ -25,17 +25,16 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from app.nets.segments import MEAN, ROWS, VAR, SegmentedNetwork, Value
 from app.serving.pixels import SIDE_MULTIPLE
 from app.serving.tiling import combine_moments
 
-_NUMPY = {torch.float16: np.float16, torch.float32: np.float32}
-
 
 class SegmentBackend(Protocol):
-    """A segment on some backend (`OnnxModule`, `OpenVinoModule`, `TorchNetwork`)."""
+    """A segment on some backend (`OnnxModule`, `OpenVinoSegment`, `TorchNetwork`)."""
+
+    map_dtype: np.dtype  # of the maps handed between segments that it takes and gives
 
     def run_all(self, *inputs: np.ndarray) -> Sequence[np.ndarray]:
         """numpy inputs in `Segment.inputs` order in; every output out."""
@@ -98,7 +97,7 @@ class _Scratch:
 
 
 class _SpatialFile:
-    """One value at full extent, (C, H, W) on disk in the segments' boundary dtype: a band of
+    """One value at full extent, (C, H, W) on disk in the dtype its segment gave: a band of
     rows is one block per channel."""
 
     def __init__(
@@ -118,12 +117,12 @@ class _SpatialFile:
         """`array` is (1, C, h, W) for rows [row, row + h)."""
         for channel, plane in enumerate(array[0]):  # each plane's rows are one block already
             data = np.ascontiguousarray(plane, dtype=self.dtype)
-            os.pwrite(self._fd, memoryview(data).cast("B"), self._offset(channel, row))
+            os.pwrite(self._fd, _bytes(data), self._offset(channel, row))
 
     def read(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((1, self.value.channels, stop - start, self.cols), dtype=self.dtype)
         for channel, plane in enumerate(out[0]):
-            view = memoryview(plane).cast("B")
+            view = _bytes(plane)
             if os.preadv(self._fd, [view], self._offset(channel, start)) != len(view):
                 raise OSError(f"short read of {self.value.name} in {self._scratch.folder}")
         return out
@@ -150,17 +149,18 @@ class _Values:
             v.name: np.asarray(c) for v, c in zip(network.inputs[1:], condition, strict=True)
         }
         self.files: dict[str, _SpatialFile] = {}
-        self.dtype = np.dtype(_NUMPY[network.boundary])
         self._scratch = scratch
 
-    def feed(self, name: str, band: Band) -> np.ndarray:
-        """Value `name` over the band's rows, margins included, as a segment takes it."""
+    def feed(self, name: str, band: Band, dtype: np.dtype) -> np.ndarray:
+        """Value `name` over the band's rows, margins included, as a segment takes it (a
+        handed-on map in `dtype`)."""
         if name == self.image_name:
             rows = self.image[band.start : band.stop].transpose(2, 0, 1)[None]
             return np.ascontiguousarray(rows, dtype=np.float32)
         if name in self.files:
             scale = self.files[name].value.scale
-            return self.files[name].read(band.start // scale, band.stop // scale)
+            rows = self.files[name].read(band.start // scale, band.stop // scale)
+            return rows.astype(dtype, copy=False)  # a copy only where backends were mixed
         return self.small[name]
 
     def store(self, value: Value, result: np.ndarray, band: Band) -> None:
@@ -175,7 +175,7 @@ class _Values:
             return
         if value.name not in self.files:
             height, width = self.image.shape[:2]
-            self.files[value.name] = _SpatialFile(self._scratch, value, height, width, self.dtype)
+            self.files[value.name] = _SpatialFile(self._scratch, value, height, width, result.dtype)
         self.files[value.name].write(result[:, :, first:last], band.top // value.scale)
 
     def drop(self, names: Sequence[str]) -> None:
@@ -215,7 +215,7 @@ def stylize_banded(
                         elif name == ROWS:
                             feeds.append(_own_rows(band, segment.collect_scale))
                         else:
-                            feeds.append(values.feed(name, band))
+                            feeds.append(values.feed(name, band, call.map_dtype))
                     results = list(call.run_all(*feeds))
                     if segment.collects is not None:
                         moments = results.pop().astype(np.float64)
@@ -240,3 +240,8 @@ def _own_rows(band: Band, scale: int) -> np.ndarray:
     rows = np.zeros((band.stop - band.start) // scale, dtype=np.float32)
     rows[(band.top - band.start) // scale : (band.bottom - band.start) // scale] = 1.0
     return rows
+
+
+def _bytes(array: np.ndarray) -> memoryview:
+    """A contiguous array's bytes (ml_dtypes' bfloat16 offers no buffer of its own)."""
+    return memoryview(array.view(np.uint8)).cast("B")

@@ -24,7 +24,7 @@ from app.weights import onnx_export
 from app.weights.onnx_export import DynamicAxes
 
 # Bump when a network's forward changes: the export cache key includes it with the weights.
-EXPORT_VERSION = 5
+EXPORT_VERSION = 6
 
 
 def state_digest(module: nn.Module, signature: str = "") -> str:
@@ -99,6 +99,7 @@ class OnnxModule:
     """An exported network run by onnxruntime: numpy arrays in, the graph's output out."""
 
     precision = "fp32"
+    map_dtype = np.dtype(np.float32)  # of maps handed between segments (`bands`)
 
     def __init__(
         self,

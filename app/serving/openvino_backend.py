@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from ml_dtypes import bfloat16
 
 
 class OpenVinoModule:
@@ -70,13 +71,29 @@ class OpenVinoSegment:
     """One segment of a network cut at its norms (`app.serving.bands`), compiled when its
     first band runs and dropped after its last: a compiled model keeps part of its working
     memory (shape-dependent buffers) even after `release_memory()`, and a network has up to
-    19 segments. One caller at a time (the runner runs one banded image at a time)."""
+    19 segments. One caller at a time (the runner runs one banded image at a time).
+
+    The maps handed between segments (`bf16_inputs`, `bf16_outputs`) travel in bf16, the
+    precision OpenVINO computes them in: in any other dtype every cut costs a conversion on
+    each side, and OpenVINO's float16 one is a scalar reference kernel. Those arrays are
+    `ml_dtypes.bfloat16`."""
 
     precision = "bf16"
+    map_dtype = np.dtype(bfloat16)
 
-    def __init__(self, path: Path, input_names: list[str], *, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        input_names: list[str],
+        *,
+        bf16_inputs: frozenset[str],
+        bf16_outputs: frozenset[str],
+        threads: int | None = None,
+    ) -> None:
         self.path = path
         self._input_names = input_names
+        self._bf16_inputs = bf16_inputs
+        self._bf16_outputs = bf16_outputs
         self._threads = threads
         self._compiled: object | None = None
         self._request: object | None = None
@@ -85,25 +102,50 @@ class OpenVinoSegment:
     def run_all(self, *inputs: np.ndarray) -> list[np.ndarray]:
         """Every output, as views of the request's buffers: valid until the next call or
         `release()`, so the caller consumes each result before the next band."""
+        import openvino as ov
+
         if self._compiled is None:
-            self._compiled = _compile(self.path, self._threads)
+            self._compiled = _compile(self._bf16_model(), self._threads)
             self._request = self._compiled.create_infer_request()  # type: ignore[attr-defined]
             self._graph_inputs = {name for port in self._compiled.inputs for name in port.names}  # type: ignore[attr-defined]
         compiled, request = self._compiled, self._request
-        feeds = {
-            name: value
-            for name, value in zip(self._input_names, inputs, strict=True)
-            if name in self._graph_inputs
-        }
+        feeds: dict[str, object] = {}
+        for name, value in zip(self._input_names, inputs, strict=True):
+            if name not in self._graph_inputs:
+                continue
+            if name in self._bf16_inputs:
+                bits = np.ascontiguousarray(value, dtype=bfloat16).view(np.uint16)
+                feeds[name] = ov.Tensor(bits, bits.shape, ov.Type.bf16)
+            else:
+                feeds[name] = value
         result = request.infer(feeds, share_inputs=True, share_outputs=True)  # type: ignore[attr-defined]
-        return [result[port] for port in compiled.outputs]  # type: ignore[attr-defined]
+        # a bf16 output comes back as float16-typed bits
+        return [
+            result[port].view(bfloat16) if port.any_name in self._bf16_outputs else result[port]
+            for port in compiled.outputs  # type: ignore[attr-defined]
+        ]
 
     def release(self) -> None:
         self._request = None
         self._compiled = None
 
+    def _bf16_model(self) -> object:
+        """The exported graph (float32 at its edges) with the handed-on maps' tensors in bf16."""
+        import openvino as ov
 
-def _compile(path: Path, threads: int | None) -> object:
+        model = ov.Core().read_model(str(self.path))
+        steps = ov.preprocess.PrePostProcessor(model)
+        for port in model.inputs:
+            if port.any_name in self._bf16_inputs:
+                steps.input(port.any_name).tensor().set_element_type(ov.Type.bf16)
+        for port in model.outputs:
+            if port.any_name in self._bf16_outputs:
+                steps.output(port.any_name).tensor().set_element_type(ov.Type.bf16)
+        return steps.build()
+
+
+def _compile(model: Path | object, threads: int | None) -> object:
+    """`model`: an ONNX file, or an `openvino.Model` already read."""
     import openvino as ov
 
     config: dict[str, object] = {
@@ -112,4 +154,4 @@ def _compile(path: Path, threads: int | None) -> object:
     }
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    return ov.Core().compile_model(str(path), "CPU", config)
+    return ov.Core().compile_model(str(model) if isinstance(model, Path) else model, "CPU", config)

@@ -28,7 +28,7 @@ from app.nets.norm_stats import (
     RecordStats,
     probe_layout,
 )
-from app.nets.segments import ROWS, SegmentedNetwork, split_at_norms
+from app.nets.segments import ROWS, Segment, SegmentedNetwork, split_at_norms
 from app.serving.bands import SegmentBackend, stylize_banded
 from app.serving.cpu_precision import Precision
 from app.serving.onnx_backend import DynamicAxes, OnnxModule, cached_export
@@ -122,13 +122,14 @@ class StyleRunner:
         *,
         tile_graph: bool = False,
         output_names: list[str] | None = None,
-        segment: bool = False,
+        segment: Segment | None = None,
     ) -> Network:
         """An image network on this runner's fastest path; torch when it cannot be exported.
 
         `tile_graph`: one of the many graphs tiled inference runs in turn; it keeps no
-        activation memory between runs. `segment`: a network segment run band by band
-        (`bands`); on OpenVINO it is compiled for each image and dropped after its bands."""
+        activation memory between runs. `segment`: the network segment `module` is, run band
+        by band (`bands`); on OpenVINO it is compiled for each image and dropped after its
+        bands, and hands its maps on in bf16."""
         if not self.uses_onnxruntime:
             return TorchNetwork(module, self.device, self.cuda)
         try:
@@ -143,8 +144,15 @@ class StyleRunner:
             try:
                 from app.serving.openvino_backend import OpenVinoModule, OpenVinoSegment
 
-                if segment:
-                    return OpenVinoSegment(path, names, threads=self._threads)  # type: ignore[return-value]
+                if segment is not None:
+                    handed_on = zip(segment.inputs, segment.handed_on, strict=True)
+                    return OpenVinoSegment(  # type: ignore[return-value]
+                        path,
+                        names,
+                        bf16_inputs=frozenset(name for name, handed in handed_on if handed),
+                        bf16_outputs=frozenset(segment.maps_out),
+                        threads=self._threads,
+                    )
                 return OpenVinoModule(
                     path,
                     names,
@@ -293,11 +301,8 @@ class StyleRunner:
         """One network cut at its norms (`app.nets.segments`), each segment on this runner's
         backend, with every spatial axis dynamic."""
         module, sample, _ = pixels
-        # bf16 backends keep 8 significant bits of every activation; float16 maps between
-        # segments keep 11, and halve what a cut costs to write and read.
-        boundary = torch.float16 if self.cpu_precision == "bf16" else torch.float32
         sample = (torch.rand(1, 3, 128, 128) * 255.0, *sample[1:])
-        network = split_at_norms(module, sample, boundary)
+        network = split_at_norms(module, sample)
         values = network.values()
         name = getattr(module, "export_name", type(module).__name__)
         calls: list[SegmentBackend] = []
@@ -319,7 +324,7 @@ class StyleRunner:
                 axes,
                 tile_graph=True,
                 output_names=outputs,
-                segment=True,
+                segment=segment,
             )
             calls.append(network_k)  # type: ignore[arg-type]
         return network, calls

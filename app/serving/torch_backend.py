@@ -53,6 +53,8 @@ class CudaOptions:
 class TorchNetwork:
     """Runs a torch module eagerly on `device`; numpy arrays in, numpy array out."""
 
+    map_dtype = np.dtype(np.float32)  # of maps handed between segments (`bands`)
+
     def __init__(
         self, module: nn.Module, device: torch.device, options: CudaOptions | None = None
     ) -> None:

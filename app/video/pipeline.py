@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.core.progress import Cancelled
+from app.core.progress import Cancelled, stop_if_asked
 from app.video.checkpoint import VideoCheckpoint, load_checkpoint
 from app.video.encode import (
     MEDIA_TYPES,
@@ -125,8 +125,7 @@ def stylize_video(
     done = resumed_from
     pts = _StrictPts(1 / (timing.time_base * timing.rate) if timing else None)
     for batch in _batches(_skip(frames, resumed_from, pts), options.batch_frames):
-        if should_cancel():
-            raise Cancelled()
+        stop_if_asked(should_cancel)
         stylized = stylize_frames([frame.pixels for frame in batch])
         for frame, pixels in zip(batch, stylized, strict=True):
             output = stabilizer(frame.pixels, np.asarray(pixels))

@@ -7,8 +7,6 @@ own moments nor the tiling code is trusted to check it.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -69,20 +67,11 @@ def _run_chain(
     return values
 
 
-@pytest.mark.parametrize(
-    ("kind", "boundary"),
-    [
-        ("transformer", torch.float32),
-        ("multistyle", torch.float32),
-        ("arbitrary", torch.float32),
-        ("transformer", torch.float16),
-        ("arbitrary", torch.float16),
-    ],
-)
-def test_chain_reproduces_the_network(kind: str, boundary: torch.dtype) -> None:
+@pytest.mark.parametrize("kind", ["transformer", "multistyle", "arbitrary"])
+def test_chain_reproduces_the_network(kind: str) -> None:
     module, condition = _network(kind)
     sample = (torch.rand(1, 3, 128, 128) * 255.0, *condition)
-    network = split_at_norms(module, sample, boundary)
+    network = split_at_norms(module, sample)
     assert len(network.segments) == len(network.channels) + 1
     pixels = pattern(96, 72, seed=1)
     with torch.no_grad():
@@ -120,38 +109,18 @@ def test_band_moments_against_numpy() -> None:
     np.testing.assert_allclose(s2 / count - (s1 / count) ** 2, own.var(axis=1), rtol=1e-3)
 
 
-def test_handed_on_maps_take_the_boundary_dtype_and_saturate() -> None:
-    """float16 between segments: the maps one segment hands the next, not the image, the
-    statistics or the pixels; a value beyond float16's range saturates instead of becoming
-    infinite (which would poison every statistic after it)."""
+def test_segments_say_which_maps_are_handed_on() -> None:
+    """What a backend may carry in 16 bits: the maps one segment hands the next, not the
+    image, the statistics, the rows or the pixels. The graphs themselves are float32."""
     module, _ = _network("transformer")
-    loud = copy.deepcopy(module)
-    with torch.no_grad():
-        loud.net.conv1.conv2d.weight.mul_(1e4)  # type: ignore[union-attr, operator]
-    network = split_at_norms(loud, (torch.rand(1, 3, 128, 128) * 255.0,), torch.float16)
-    first, second = network.segments[:2]
-    assert [x.dtype for x in first.example()] == [torch.float32, torch.float32]  # image, rows
+    network = split_at_norms(module, (torch.rand(1, 3, 128, 128) * 255.0,))
+    first, second, last = network.segments[0], network.segments[1], network.segments[-1]
+    assert first.handed_on == (False, False) and first.maps_out == (first.outputs[0].name,)
     assert second.inputs[:3] == (MEAN, VAR, first.outputs[0].name) and second.inputs[3] == ROWS
-    f32, f16 = torch.float32, torch.float16
-    assert [x.dtype for x in second.example()] == [f32, f32, f16, f32]
+    assert second.handed_on == (False, False, True, False)
+    assert last.maps_out == () and last.outputs[-1].layout == "nhwc"
+    assert all(x.dtype == torch.float32 for s in network.segments for x in s.example())
     with torch.no_grad():
         image = torch.from_numpy(network_input(pattern(64, 64, seed=2)))
         handed, moments = first.module(image, torch.ones(64))
-    assert handed.dtype == torch.float16 and moments.dtype == torch.float32
-    assert torch.isfinite(handed).all() and handed.abs().max() == torch.finfo(torch.float16).max
-    assert network.segments[-1].outputs[-1].layout == "nhwc"
-
-
-@pytest.mark.parametrize("style", ["mosaic", "candy", "rain-princess", "udnie"])
-def test_in_box_networks_stay_far_inside_float16(style: str) -> None:
-    """The float16 boundary is safe for the shipped networks: every map handed between
-    segments stays under a sixteenth of float16's largest value on a picture."""
-    net = load_transformer_net(MOSAIC.parent / f"{style}-atelier.safetensors").eval()
-    network = split_at_norms(
-        PixelScale(net, unit_range=False), (torch.rand(1, 3, 128, 128) * 255.0,)
-    )
-    image = torch.from_numpy(network_input(pattern(96, 72, seed=4)))
-    values = _run_chain(network, image, ())
-    handed = [v for s in network.segments for v in s.outputs if v.spatial and v.layout == "nchw"]
-    peak = max(float(values[v.name].abs().max()) for v in handed)
-    assert 1.0 < peak < torch.finfo(torch.float16).max / 16
+    assert handed.dtype == moments.dtype == torch.float32

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import pattern
+from ml_dtypes import bfloat16
 
-from app.nets.segments import SegmentedNetwork, split_at_norms
+from app.nets.segments import Segment, SegmentedNetwork, split_at_norms
 from app.serving.bands import bands, stylize_banded
 from app.serving.pixels import network_input
 from app.serving.torch_backend import PixelScale
@@ -38,6 +39,8 @@ def test_bands_cover_align_and_respect_the_budget(height: int, width: int, budge
 
 class _Torch:
     """A segment run eagerly, counting releases."""
+
+    map_dtype = np.dtype(np.float32)
 
     def __init__(self, module: torch.nn.Module, log: list[str]) -> None:
         self.module = module
@@ -131,20 +134,60 @@ class _Watching(_Torch):
         return super().run_all(*inputs)
 
 
-def test_float16_boundary_halves_the_scratch_and_stays_exact(
-    mosaic_like: tuple[PixelScale, SegmentedNetwork], scratch: Path
+# bf16 keeps 8 significant bits of each handed-on map: what that costs the final pixels
+BF16_MEAN_LEVELS, BF16_MAX_LEVELS = 0.3, 4
+
+
+class _CarriesBf16(_Watching):
+    """A segment that takes and gives its handed-on maps in bf16, as OpenVINO's do."""
+
+    map_dtype = np.dtype(bfloat16)
+
+    def __init__(self, segment: Segment, folder: Path, sizes: list[int]) -> None:
+        super().__init__(segment.module, folder, sizes)
+        self.maps_out = [v.name in segment.maps_out for v in segment.outputs]
+
+    def run_all(self, *inputs: np.ndarray) -> Sequence[np.ndarray]:
+        assert all(x.dtype != np.float16 for x in inputs)
+        outputs = super().run_all(*(x.astype(np.float32, copy=False) for x in inputs))
+        return [
+            o.astype(bfloat16) if carried else o
+            for o, carried in itertools.zip_longest(outputs, self.maps_out, fillvalue=False)
+        ]
+
+
+def _banded_by(
+    carriers: str, network: SegmentedNetwork, pixels: np.ndarray, scratch: Path
+) -> tuple[np.ndarray, int]:
+    """The picture in bands, each segment carrying its maps in float32 or bf16 (`mixed`:
+    every other one), and the scratch files' largest total size."""
+    sizes: list[int] = []
+    calls = [
+        _CarriesBf16(s, scratch, sizes)
+        if carriers == "bf16" or (carriers == "mixed" and k % 2)
+        else _Watching(s.module, scratch, sizes)
+        for k, s in enumerate(network.segments)
+    ]
+    banded = stylize_banded(pixels, network, calls, [], band_pixels=152 * 60)
+    return banded.astype(np.int16), max(sizes)
+
+
+@pytest.mark.parametrize("carriers", ["bf16", "mixed"])
+def test_maps_carried_in_bf16_halve_the_scratch(
+    mosaic_like: tuple[PixelScale, SegmentedNetwork], scratch: Path, carriers: str
 ) -> None:
+    """Backends that hand maps on in bf16 halve the scratch files and stay within bf16's
+    rounding of the whole network; where backends are mixed (one segment fell back to
+    another backend), each map is converted to what its reader takes."""
     module, network = mosaic_like
-    half = split_at_norms(module, (torch.rand(1, 3, 128, 128) * 255.0,), torch.float16)
     pixels = pattern(152, 200, seed=3)
     with torch.no_grad():
         whole = module(torch.from_numpy(network_input(pixels)))[0].numpy().astype(np.int16)
-    peaks = []
-    for cut in (network, half):
-        sizes: list[int] = []
-        calls = [_Watching(s.module, scratch, sizes) for s in cut.segments]
-        banded = stylize_banded(pixels, cut, calls, [], band_pixels=152 * 60)
-        assert np.abs(banded.astype(np.int16) - whole).max() <= 1
-        peaks.append(max(sizes))
-    assert peaks[0] > 152 * 200 * 32 * 4  # at least one full-size 32-channel map in float32
-    assert peaks[1] == peaks[0] // 2
+    exact, float32_peak = _banded_by("float32", network, pixels, scratch)
+    carried, peak = _banded_by(carriers, network, pixels, scratch)
+    assert np.abs(exact - whole).max() <= 1
+    assert float32_peak > 152 * 200 * 32 * 4  # at least one full-size 32-channel map
+    difference = np.abs(carried - whole)
+    assert difference.mean() <= BF16_MEAN_LEVELS and 1 < difference.max() <= BF16_MAX_LEVELS
+    if carriers == "bf16":
+        assert peak == float32_peak // 2

@@ -21,7 +21,7 @@ import numpy as np
 from torch import Tensor
 
 from app.core.config import Settings
-from app.core.progress import Cancelled
+from app.core.progress import stop_if_asked
 from app.imaging.decode import ImageRejected, decode_image
 from app.imaging.encode import OutputFormat, encode_image
 from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressUpdate
@@ -178,8 +178,7 @@ class TrainingKind(JobKind):
     @staticmethod
     def _publish(context: JobContext, options: TrainingJobOptions, net: TransformerNet) -> None:
         """Save the network as its owner's style, unless the job was cancelled meanwhile."""
-        if context.should_stop():
-            raise Cancelled
+        stop_if_asked(context.should_stop)
         thumbnail = encode_image(
             stylize_array(net, to_batch(reference_photo())), OutputFormat.jpeg, quality=85
         )

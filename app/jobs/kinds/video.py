@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from app.core.config import Settings
-from app.core.progress import Cancelled
+from app.core.progress import stop_if_asked
 from app.jobs.kinds.base import JobContext, JobKind, JobResult, ProgressUpdate
 from app.jobs.models import BlobKind
 from app.serving.predict import painting_style
@@ -157,6 +157,5 @@ class VideoKind(JobKind):
                 resume=context.load_checkpoint(),
                 on_checkpoint=context.save_checkpoint,
             )
-            if context.should_stop():
-                raise Cancelled()
+            stop_if_asked(context.should_stop)
             return JobResult(dest.read_bytes(), summary.media_type, summary.width, summary.height)
