@@ -42,6 +42,21 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
 SERVER_START_TIMEOUT_S = 30
 
 
+def require_browser() -> None:
+    """Skip the calling test module, at import, unless playwright and the chromium it drives
+    are installed (`make test` installs both as root)."""
+    pytest.importorskip(
+        "playwright.sync_api",
+        reason="playwright is not installed (pip install playwright; the browser is Debian's "
+        "chromium)",
+    )
+    if not CHROMIUM.is_file():
+        pytest.skip(
+            f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)",
+            allow_module_level=True,
+        )
+
+
 @dataclass(frozen=True)
 class LiveServer:
     url: str

@@ -6,21 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
+from web.conftest import LiveServer, require_browser
 
-from web.conftest import CHROMIUM, LiveServer
+require_browser()
 
-pytest.importorskip(
-    "playwright.sync_api",
-    reason="playwright is not installed (pip install playwright; the browser is Debian's chromium)",
-)
-if not CHROMIUM.is_file():
-    pytest.skip(
-        f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)",
-        allow_module_level=True,
-    )
-
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import Browser, Page, Route, expect  # noqa: E402 (after the skip)
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "swagger-samples" / "chelsea.jpg"

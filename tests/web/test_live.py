@@ -19,13 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from web.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer
+from web.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, require_browser
 
-pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if not CHROMIUM.is_file():
-    pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium", allow_module_level=True)
+require_browser()
 
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, expect  # noqa: E402 (after the skip)
 
 FAKE_CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 LIVE_TIMEOUT_MS = 60_000

@@ -11,19 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from web.conftest import CHROMIUM, LiveServer, OpenStudio
+from web.conftest import LiveServer, OpenStudio, require_browser
 
-pytest.importorskip(
-    "playwright.sync_api",
-    reason="playwright is not installed (pip install playwright; the browser is Debian's chromium)",
-)
-if not CHROMIUM.is_file():
-    pytest.skip(
-        f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)",
-        allow_module_level=True,
-    )
+require_browser()
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, expect  # noqa: E402 (after the skip)
 
 REPO = Path(__file__).resolve().parents[2]
 PHOTO = REPO / "swagger-samples" / "chelsea.jpg"

@@ -22,13 +22,11 @@ from app.training import engine
 from app.training.presets import TrainingPreset, presets
 from app.weights.checkpoints import load_transformer_net
 from tests.api.routes.test_training_jobs import PublishedTransformerNet
-from web.conftest import CHROMIUM, LiveServer, OpenStudio, page_opener, serve
+from web.conftest import LiveServer, OpenStudio, page_opener, require_browser, serve
 
-pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if not CHROMIUM.is_file():
-    pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium", allow_module_level=True)
+require_browser()
 
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, expect  # noqa: E402 (after the skip)
 
 # Training on a CPU shared with other work: more than the suite's default 300 s per test.
 pytestmark = pytest.mark.timeout(1800)

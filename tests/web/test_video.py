@@ -9,13 +9,11 @@ import pytest
 from conftest import pattern
 
 from app.video.synthetic import pan_frames, write_clip
-from web.conftest import CHROMIUM, OpenStudio
+from web.conftest import OpenStudio, require_browser
 
-pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if not CHROMIUM.is_file():
-    pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium", allow_module_level=True)
+require_browser()
 
-from playwright.sync_api import expect
+from playwright.sync_api import expect  # noqa: E402 (after the skip)
 
 FRAMES = 20
 FPS = 25
