@@ -206,7 +206,7 @@ def stylize_banded(
         try:
             for k, (segment, call) in enumerate(zip(segments, calls, strict=True)):
                 parts = []
-                for band in bands(height, width, band_pixels, segment.reach):
+                for band in _largest_first(bands(height, width, band_pixels, segment.reach)):
                     feeds = []
                     for name in segment.inputs:
                         if name in (MEAN, VAR):
@@ -245,3 +245,10 @@ def _own_rows(band: Band, scale: int) -> np.ndarray:
 def _bytes(array: np.ndarray) -> memoryview:
     """A contiguous array's bytes (ml_dtypes' bfloat16 offers no buffer of its own)."""
     return memoryview(array.view(np.uint8)).cast("B")
+
+
+def _largest_first(pieces: list[Band]) -> list[Band]:
+    """Bands in order of size, largest first (stable): a segment's graph allocates its
+    buffers for the first shape it runs and reuses them for any smaller one, while a larger
+    shape after a smaller one allocates (and touches) them afresh."""
+    return sorted(pieces, key=lambda band: band.start - band.stop)

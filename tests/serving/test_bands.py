@@ -191,3 +191,29 @@ def test_maps_carried_in_bf16_halve_the_scratch(
     assert difference.mean() <= BF16_MEAN_LEVELS and 1 < difference.max() <= BF16_MAX_LEVELS
     if carriers == "bf16":
         assert peak == float32_peak // 2
+
+
+class _Shapes(_Torch):
+    """A segment run eagerly that notes the rows of the first map it is given, per band."""
+
+    def __init__(self, module: torch.nn.Module, rows: list[int]) -> None:
+        super().__init__(module, [])
+        self.rows = rows
+
+    def run_all(self, *inputs: np.ndarray) -> Sequence[np.ndarray]:
+        self.rows.append(next(x.shape[2] for x in inputs if x.ndim == 4))
+        return super().run_all(*inputs)
+
+
+def test_each_segment_runs_its_largest_band_first(
+    mosaic_like: tuple[PixelScale, SegmentedNetwork],
+) -> None:
+    """A backend sizes its buffers on the first band; smaller bands after it reuse them."""
+    module, network = mosaic_like
+    rows: list[list[int]] = [[] for _ in network.segments]
+    calls = [_Shapes(s.module, r) for s, r in zip(network.segments, rows, strict=True)]
+    banded = stylize_banded(pattern(152, 200, seed=3), network, calls, [], band_pixels=152 * 60)
+    whole, _ = _whole_and_banded(module, network, [])
+    assert np.abs(banded.astype(np.int16) - whole).max() <= 1
+    for seen in rows:
+        assert len(seen) >= 4 and seen[0] == max(seen) and len(set(seen)) > 1
