@@ -57,7 +57,7 @@ TRAIN_STYLE_SIZE ?= 320
 TRAIN_STYLES ?= mosaic:5:512 candy:5 rain-princess:6 udnie:10
 # Then trained further (STYLE:WEIGHT[:SIZE[:STEPS]], STEPS default TRAIN_MORE_ITERATIONS): from
 # the network above, steps of batch 4 at 256 px crops, learning rate 5e-4, seed 1.
-TRAIN_MORE ?= udnie:10 udnie:10:512:1000 rain-princess:6:1024:1000
+TRAIN_MORE ?= udnie:10 udnie:10:512:1000 rain-princess:6:1024:1000 candy:5:320:1000
 TRAIN_MORE_ITERATIONS ?= 1500
 TRAIN_PHOTOS := $(SHARED)/training $(filter-out %/amber.jpg,$(wildcard $(SHARED)/photos/*.jpg))
 train-styles: $(STAMP)
