@@ -73,6 +73,11 @@ class Segment:
         return tuple(torch.rand(shape) + 0.5 for shape in self.input_shapes)
 
     @property
+    def maps_in(self) -> tuple[str, ...]:
+        """Names of the inputs that are maps earlier segments handed on."""
+        return tuple(n for n, handed in zip(self.inputs, self.handed_on, strict=True) if handed)
+
+    @property
     def maps_out(self) -> tuple[str, ...]:
         """Names of the outputs that are maps handed to later segments (not the pixels)."""
         return tuple(v.name for v in self.outputs if v.spatial and v.layout == "nchw")

@@ -95,6 +95,7 @@ class OpenVinoSegment:
         self._bf16_inputs = bf16_inputs
         self._bf16_outputs = bf16_outputs
         self._threads = threads
+        self._model: object | None = None  # read once; compiled for each image
         self._compiled: object | None = None
         self._request: object | None = None
         self._graph_inputs: set[str] = set()
@@ -105,7 +106,9 @@ class OpenVinoSegment:
         import openvino as ov
 
         if self._compiled is None:
-            self._compiled = _compile(self._bf16_model(), self._threads)
+            if self._model is None:
+                self._model = self._bf16_model()
+            self._compiled = _compile(self._model, self._threads)
             self._request = self._compiled.create_infer_request()  # type: ignore[attr-defined]
             self._graph_inputs = {name for port in self._compiled.inputs for name in port.names}  # type: ignore[attr-defined]
         compiled, request = self._compiled, self._request

@@ -145,11 +145,10 @@ class StyleRunner:
                 from app.serving.openvino_backend import OpenVinoModule, OpenVinoSegment
 
                 if segment is not None:
-                    handed_on = zip(segment.inputs, segment.handed_on, strict=True)
                     return OpenVinoSegment(  # type: ignore[return-value]
                         path,
                         names,
-                        bf16_inputs=frozenset(name for name, handed in handed_on if handed),
+                        bf16_inputs=frozenset(segment.maps_in),
                         bf16_outputs=frozenset(segment.maps_out),
                         threads=self._threads,
                     )
