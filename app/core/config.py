@@ -66,13 +66,15 @@ class Settings(BaseSettings):
     )
 
     # Print size: tiled inference (docs/print-size.md).
-    tile_size: int = Field(
-        2048,
+    tile_size: int | None = Field(
+        None,
         ge=256,
         multiple_of=4,
         description="Images with more pixels than this squared are stylized in pieces: bands "
         "of a quarter of that many pixels (`exact`), or tiles of this side (`downscaled`); the "
-        "per-request working memory bound. Smaller images run whole (the fast path).",
+        "per-request working memory bound. Smaller images run whole (the fast path). Unset: "
+        "2048 where the networks run in bf16 (OpenVINO), 1448 in fp32 (onnxruntime, torch), "
+        "whose activations take twice the bytes.",
     )
     tile_stats: Literal["exact", "downscaled"] = Field(
         "exact",

@@ -56,6 +56,14 @@ _Built = TypeVar("_Built")
 CpuBackend = Literal["onnxruntime", "torch"]
 
 
+def network_precision(
+    device: torch.device, cpu_backend: CpuBackend, cpu_precision: Precision
+) -> Precision:
+    """What the image networks compute in: `cpu_precision` on the CPU's exported path, fp32 in
+    torch (CUDA, or the `torch` CPU backend)."""
+    return cpu_precision if device.type == "cpu" and cpu_backend == "onnxruntime" else "fp32"
+
+
 class StyleRunner:
     """Owns every network on one device; `render` is safe to call from worker threads.
 
@@ -85,7 +93,7 @@ class StyleRunner:
         self._onnx_dir = cache_dir / "onnx"
         self._threads = threads
         self.uses_onnxruntime = device.type == "cpu" and cpu_backend == "onnxruntime"
-        self.cpu_precision: Precision = cpu_precision if self.uses_onnxruntime else "fp32"
+        self.cpu_precision = network_precision(device, cpu_backend, cpu_precision)
         self.multistyle = MultiStyleNet().eval().requires_grad_(False)
         self.multistyle.load_onnx_state(multistyle_tensors(cache_dir))
         self.multistyle.to(device)

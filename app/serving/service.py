@@ -17,8 +17,8 @@ from app.core.device import configure_threads, select_device
 from app.imaging.decode_budget import DecodeBudget
 from app.serving.cpu_precision import choose_cpu_precision
 from app.serving.executor import InferenceExecutor
-from app.serving.runner import CudaOptions, StyleRunner
-from app.serving.tiling import TileOptions
+from app.serving.runner import CudaOptions, StyleRunner, network_precision
+from app.serving.tiling import DEFAULT_TILE_SIZE, TileOptions
 from app.styles.builtin import DEFAULT_BUILTIN
 from app.styles.catalog import (
     NetworkFamily,
@@ -84,17 +84,19 @@ class Service:
         settings = self.settings
         configure_threads(settings.torch_threads, settings.torch_interop_threads)
         device = select_device(settings.device)
+        cpu_precision = choose_cpu_precision(settings.cpu_precision)
+        precision = network_precision(device, settings.cpu_backend, cpu_precision)
         runner = StyleRunner(
             device,
             settings.cache_dir,
             cpu_backend=settings.cpu_backend,
-            cpu_precision=choose_cpu_precision(settings.cpu_precision),
+            cpu_precision=cpu_precision,
             threads=settings.torch_threads,
             shrink_arena=settings.cpu_shrink_arena,
             emulate_int8=settings.arbitrary_emulate_int8,
             cuda=cuda_options(settings),
             tiles=TileOptions(
-                tile_size=settings.tile_size,
+                tile_size=settings.tile_size or DEFAULT_TILE_SIZE[precision],
                 stats=settings.tile_stats,
                 stats_pixels=settings.tile_stats_pixels,
             ),

@@ -32,9 +32,14 @@ import numpy as np
 from PIL import Image
 
 from app.nets.norm_stats import NormLayout
+from app.serving.cpu_precision import Precision
 from app.serving.pixels import SIDE_MULTIPLE, network_input, pad_for_network
 
 StatsMethod = Literal["exact", "downscaled"]
+# ATELIER_TILE_SIZE when unset, by the precision the networks compute in: fp32 activations take
+# twice the bytes of bf16 ones, so fp32 backends run whole and in bands half as many pixels
+# (1448^2 is about 2048^2 / 2) for about the same working memory.
+DEFAULT_TILE_SIZE: dict[Precision, int] = {"bf16": 2048, "fp32": 1448}
 # A network call: numpy inputs (image, conditions, stats...) in, one numpy array out.
 Call = Callable[..., np.ndarray]
 # Rows per slice when compositing a tile into the canvas: bounds the float temporaries.
@@ -70,9 +75,10 @@ class TileOptions:
     @property
     def band_pixels(self) -> int:
         """Pixels of one band for `exact` statistics, margins included: a quarter of the
-        largest image that runs whole, because a segment takes and gives float32 maps (and
-        sums its output once more for the next norm) where the whole network keeps bf16
-        activations in place: per pixel a band's graph needs about four times as much."""
+        largest image that runs whole, because a segment's graph holds its input and output
+        maps whole and sums its output once more for the next norm, where the whole network
+        reuses its activations' memory in place: per pixel a band needs about four times as
+        much."""
         return self.tile_size * self.tile_size // 4
 
 

@@ -12,8 +12,11 @@ side of a rounding boundary; the graph amplifies such a flip as it amplifies any
 onnxruntime alone, one content pixel moved by 1/255 moves the output by 0.013-0.023 MAD, and one
 style pixel moved by 1/255 changes 25-39 of the 100 style-vector entries by a quantum and the
 output by 0.027-0.053 MAD (4 pairs each). So with the same style vector emulation lands at that
-floor, 0.014-0.022 MAD (8 pairs; <= 0.03 asserted), but end to end its vector differs from
-onnxruntime's as much as that one-pixel change does, and the bound there is the floor's, not 0.03.
+floor, 0.014-0.022 MAD (8 pairs; <= 0.035 asserted), but end to end its vector differs from
+onnxruntime's as much as that one-pixel change does, and the bound there is the floor's.
+
+The int8 graphs run with onnxruntime's graph optimisations off (`QDQ_AS_WRITTEN`): fused into
+int8 kernels they give other results on CPUs without VNNI, whose 16-bit sums saturate.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import QDQ_AS_WRITTEN
 from PIL import Image
 
 from app.nets.arbitrary import (
@@ -111,6 +115,7 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     # idle ORT threads spin by default and starve the torch passes interleaved with ORT runs here
     # (10x slower module setup on 2 busy cores)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.graph_optimization_level = QDQ_AS_WRITTEN
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
@@ -301,11 +306,13 @@ def test_stylized_output_close_to_int8_graph(int8_results: list[dict[str, float 
 
 
 def test_emulated_output_matches_int8_graph(int8_results: list[dict[str, float | str]]) -> None:
-    """Emulation: same vector <= 0.03 (measured 0.014-0.022 over 8 pairs) and well below float
-    mode; end to end (measured 0.023-0.057 with one torch thread, 0.022-0.054 with two: the
-    vector's flips depend even on that) bounded by the one-style-pixel floor (see top)."""
+    """Emulation: same vector <= 0.035 (measured 0.014-0.022 over 8 pairs against
+    onnxruntime's fused int8 kernels on a VNNI CPU, 0.013-0.032 over 4 against the graph run as
+    written, which rounds some requantizations the other way) and well below float mode; end to
+    end (measured 0.023-0.057 with one torch thread, 0.022-0.054 with two: the vector's flips
+    depend even on that) bounded by the one-style-pixel floor (see top)."""
     same = _values(int8_results, "int8_same_vector")
-    assert max(same) <= 0.03, int8_results
+    assert max(same) <= 0.035, int8_results
     assert float(np.mean(same)) <= 0.6 * float(np.mean(_values(int8_results, "float_same_vector")))
     end_to_end = _values(int8_results, "int8_end_to_end")
     assert max(end_to_end) <= 0.065, int8_results

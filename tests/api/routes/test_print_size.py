@@ -46,8 +46,9 @@ def test_full_size_upload_runs_in_tiles_and_matches_the_untiled_network(
         )
     assert response.status_code == 200, response.text
     assert response.headers["X-Image-Size"] == "460x298"
-    # every map a segment sees is a band, channels-last: (1, rows, width, channels)
+    # every map a segment sees is a band, NCHW: (1, channels, rows, width)
     maps = [shape for shape in inputs if len(shape) == 4]
-    assert maps and max(rows * width for _, rows, width, _ in maps) <= TILE * TILE // 4
+    assert maps and max(rows * width for _, _, rows, width in maps) <= TILE * TILE // 4
+    assert max(width for *_, width in maps) == 460
     reference = upstream_multistyle(pixels, CRIMSON_FIRE)
     assert mean_abs_diff(decode_rgb(response.content), reference) <= 1.0
