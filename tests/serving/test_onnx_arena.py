@@ -49,6 +49,8 @@ def test_shrinking_the_arena_keeps_memory_flat_and_the_output_the_same(tmp_path:
     shrunk, with_shrink = growth(OnnxModule(path, ["image"], threads=1, shrink_arena=True))
     kept, with_arena = growth(OnnxModule(path, ["image"], threads=1))
     assert kept > 40, f"the arena kept only {kept:.0f} MiB: the test no longer shows the effect"
-    assert shrunk < 0.5 * kept, f"shrinking kept {shrunk:.0f} MiB against {kept:.0f} MiB"
+    # Shrinking hands back the regions the arena grew by, not all of them: measured under half
+    # of what the arena keeps on AVX-512 CPUs, 0.57 of it on an AVX2-only one.
+    assert shrunk < 0.7 * kept, f"shrinking kept {shrunk:.0f} MiB against {kept:.0f} MiB"
     for a, b in zip(with_shrink, with_arena, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
