@@ -38,10 +38,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from machine import machine_header
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from app.serving.cpu_precision import Precision
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = next(
@@ -89,7 +93,6 @@ def child(
     import torch
 
     from app.imaging.encode import OutputFormat
-    from app.serving.cpu_precision import choose_cpu_precision
     from app.serving.predict import PredictOptions, predict_bytes
     from app.serving.runner import StyleRunner
     from app.serving.tiling import TileOptions
@@ -101,11 +104,12 @@ def child(
         tile_size=tile_size if variant != "untiled" else 50_000,
         stats=STATS.get(variant, "exact"),  # type: ignore[arg-type]
     )
+    cpu_backend, cpu_precision = runner_backend(backend)
     runner = StyleRunner(
         torch.device(device),
         CACHE,
-        cpu_backend="torch" if backend == "torch" else "onnxruntime",
-        cpu_precision=choose_cpu_precision("auto" if backend == "auto" else "fp32"),
+        cpu_backend=cpu_backend,
+        cpu_precision=cpu_precision,
         threads=threads,
         tiles=tiles,
     )
@@ -240,17 +244,23 @@ def piece_borders(
     return list(rows.bounds[1:-1]), list(cols.bounds[1:-1])
 
 
+def runner_backend(backend: str) -> tuple[Literal["onnxruntime", "torch"], Precision]:
+    """`--backend` as StyleRunner's `cpu_backend` and `cpu_precision`."""
+    from app.serving.cpu_precision import choose_cpu_precision
+
+    cpu_backend = "torch" if backend == "torch" else "onnxruntime"
+    return cpu_backend, choose_cpu_precision("auto" if backend == "auto" else "fp32")
+
+
 def service_tile_size(device: str, backend: str) -> int:
     """ATELIER_TILE_SIZE's default for the precision this backend computes in."""
     import torch
 
-    from app.serving.cpu_precision import choose_cpu_precision
     from app.serving.runner import network_precision
     from app.serving.tiling import DEFAULT_TILE_SIZE
 
-    cpu_backend = "torch" if backend == "torch" else "onnxruntime"
-    cpu_precision = choose_cpu_precision("auto" if backend == "auto" else "fp32")
-    return DEFAULT_TILE_SIZE[network_precision(torch.device(device), cpu_backend, cpu_precision)]
+    precision = network_precision(torch.device(device), *runner_backend(backend))
+    return DEFAULT_TILE_SIZE[precision]
 
 
 def main() -> None:
