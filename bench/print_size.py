@@ -38,13 +38,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 from machine import machine_header
 from PIL import Image, ImageDraw
 
 if TYPE_CHECKING:
+    from app.core.config import CpuBackend
     from app.serving.cpu_precision import Precision
 
 REPO = Path(__file__).resolve().parents[1]
@@ -244,7 +245,7 @@ def piece_borders(
     return list(rows.bounds[1:-1]), list(cols.bounds[1:-1])
 
 
-def runner_backend(backend: str) -> tuple[Literal["onnxruntime", "torch"], Precision]:
+def runner_backend(backend: str) -> tuple[CpuBackend, Precision]:
     """`--backend` as StyleRunner's `cpu_backend` and `cpu_precision`."""
     from app.serving.cpu_precision import choose_cpu_precision
 

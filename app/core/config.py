@@ -18,6 +18,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # painting is all a user must do to train a style.
 DEFAULT_TRAINING_PHOTOS_DIR = Path(__file__).resolve().parents[1] / "training" / "default_photos"
 
+# The vocabularies of the settings below that serving code takes as arguments too: written once
+# here, the lowest layer both read.
+CpuBackend = Literal["onnxruntime", "torch"]
+CpuPrecision = Literal["auto", "fp32", "bf16"]
+StatsMethod = Literal["exact", "downscaled"]
+
 
 def _gatys_alias(name: str) -> AliasChoices:
     """A Gatys-only setting: ATELIER_GATYS_<NAME>, or its deprecated ATELIER_JOB_<NAME>."""
@@ -76,7 +82,7 @@ class Settings(BaseSettings):
         "2048 where the networks run in bf16 (OpenVINO), 1448 in fp32 (onnxruntime, torch), "
         "whose activations take twice the bytes.",
     )
-    tile_stats: Literal["exact", "downscaled"] = Field(
+    tile_stats: StatsMethod = Field(
         "exact",
         description="Instance-norm statistics of tiled images: `exact` = the whole image's (the "
         "untiled result): the network runs segment by segment over full-width bands, every "
@@ -100,10 +106,10 @@ class Settings(BaseSettings):
     # Inference execution.
     inference_workers: int = Field(1, ge=1, description="Concurrent inferences per device.")
     inference_queue: int = Field(8, ge=0, description="Waiting predictions before 503.")
-    cpu_backend: Literal["onnxruntime", "torch"] = Field(
+    cpu_backend: CpuBackend = Field(
         "onnxruntime", description="How networks run on CPU: an ONNX export, or eager torch."
     )
-    cpu_precision: Literal["auto", "fp32", "bf16"] = Field(
+    cpu_precision: CpuPrecision = Field(
         "auto",
         description="Precision of the image networks on CPU: bf16 runs the ONNX export in "
         "OpenVINO (several times faster on CPUs with AMX or AVX-512 BF16, within 2/255 of fp32); "

@@ -12,11 +12,11 @@ import importlib.util
 import logging
 from typing import Literal
 
+from app.core.config import CpuPrecision
 from app.core.cpu_features import has_fast_bf16
 
 log = logging.getLogger("atelier.inference")
 
-CpuPrecision = Literal["auto", "fp32", "bf16"]
 Precision = Literal["fp32", "bf16"]
 
 

@@ -13,13 +13,14 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
+from app.core.config import CpuBackend
 from app.imaging.color import blend, preserve_color
 from app.nets.arbitrary import PREDICTOR_SIZE, STYLE_DIM, load_predictor, load_transformer
 from app.nets.multistyle import NUM_STYLES, MultiStyleNet
@@ -53,7 +54,12 @@ log = logging.getLogger("atelier.inference")
 
 Network = Callable[..., np.ndarray]
 _Built = TypeVar("_Built")
-CpuBackend = Literal["onnxruntime", "torch"]
+
+
+def runs_exported(device: torch.device, cpu_backend: CpuBackend) -> bool:
+    """Whether the networks run as ONNX exports (onnxruntime, or OpenVINO for bf16) rather
+    than as torch modules: on the CPU with the `onnxruntime` backend only."""
+    return device.type == "cpu" and cpu_backend == "onnxruntime"
 
 
 def network_precision(
@@ -61,7 +67,7 @@ def network_precision(
 ) -> Precision:
     """What the image networks compute in: `cpu_precision` on the CPU's exported path, fp32 in
     torch (CUDA, or the `torch` CPU backend)."""
-    return cpu_precision if device.type == "cpu" and cpu_backend == "onnxruntime" else "fp32"
+    return cpu_precision if runs_exported(device, cpu_backend) else "fp32"
 
 
 class StyleRunner:
@@ -92,7 +98,7 @@ class StyleRunner:
         self.cuda = cuda if device.type == "cuda" and cuda is not None else CudaOptions()
         self._onnx_dir = cache_dir / "onnx"
         self._threads = threads
-        self.uses_onnxruntime = device.type == "cpu" and cpu_backend == "onnxruntime"
+        self.uses_onnxruntime = runs_exported(device, cpu_backend)
         self.cpu_precision = network_precision(device, cpu_backend, cpu_precision)
         self.multistyle = MultiStyleNet().eval().requires_grad_(False)
         self.multistyle.load_onnx_state(multistyle_tensors(cache_dir))

@@ -26,16 +26,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from PIL import Image
 
+from app.core.config import StatsMethod
 from app.nets.norm_stats import NormLayout
 from app.serving.cpu_precision import Precision
 from app.serving.pixels import SIDE_MULTIPLE, network_input, pad_for_network
 
-StatsMethod = Literal["exact", "downscaled"]
 # ATELIER_TILE_SIZE when unset, by the precision the networks compute in: fp32 activations take
 # twice the bytes of bf16 ones, so fp32 backends run whole and in bands half as many pixels
 # (1448^2 is about 2048^2 / 2) for about the same working memory.
