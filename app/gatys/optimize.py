@@ -46,6 +46,9 @@ MAX_STYLE_SCALE = 4.0  # a style image 4x the output already costs 16x the memor
 LBFGS_HISTORY = 50
 # In tiles the image is print size, and each remembered step costs two image-sized vectors.
 LBFGS_TILED_HISTORY = 10
+# A tiled evaluation's cost per processed pixel against a whole one's: its first pass over the
+# tiles is one more forward, and a forward is about a third of a forward and backward.
+TILED_EVALUATION_COST = 4 / 3
 ADAM_LR = 0.02  # pixels live in 0..1; larger steps leave visible speckle before TV can smooth it
 
 
@@ -245,17 +248,18 @@ class _Job:
         else:
             self.generator.manual_seed(options.seed)
 
+        self.tile_pixels = tile_pixels
+        self._reach: Reach | None = None
         self.sizes = options.scales or (options.size,)
         self.budgets = _split(options.iterations, len(self.sizes))
         height, width = content_rgb.shape[-2:]
-        pixels = [math.prod(_fit_long_side(height, width, size)) for size in self.sizes]
-        self.total_work = sum(b * p for b, p in zip(self.budgets, pixels, strict=True))
-        self.pixels = pixels
+        self.work = [
+            self._evaluation_work(*_fit_long_side(height, width, size)) for size in self.sizes
+        ]
+        self.total_work = sum(b * w for b, w in zip(self.budgets, self.work, strict=True))
         self.done = 0
-        self.work_done = 0
-        self.first_done = (started, 0)
-        self.tile_pixels = tile_pixels
-        self._reach: Reach | None = None
+        self.work_done = 0.0
+        self.first_done = (started, 0.0)
 
     def run(
         self,
@@ -264,10 +268,10 @@ class _Job:
         should_cancel: Callable[[], bool] | None,
     ) -> np.ndarray:
         image: Tensor | None = None
-        for size, budget, pixels in zip(self.sizes, self.budgets, self.pixels, strict=True):
+        for size, budget, work in zip(self.sizes, self.budgets, self.work, strict=True):
             stop_if_asked(should_cancel)
             image = self._optimise_scale(
-                size, budget, pixels, image, on_progress, on_preview, should_cancel
+                size, budget, work, image, on_progress, on_preview, should_cancel
             )
         assert image is not None
         return _to_uint8(self._finish(image))
@@ -276,14 +280,14 @@ class _Job:
         self,
         size: int,
         budget: int,
-        pixels: int,
+        work: float,
         previous: Tensor | None,
         on_progress: Callable[[Progress], None] | None,
         on_preview: Callable[[np.ndarray], None] | None,
         should_cancel: Callable[[], bool] | None,
     ) -> Tensor:
         content = _resize_long_side(self.content_work, size).to(self.device)
-        plan = self._plan(content)
+        plan = self._plan(*content.shape[-2:])
         content_targets, style_targets = self._targets(content, size, plan)
         image = self._initial_image(content, previous).requires_grad_(True)
         backbone, weights, options = self.backbone, self.weights, self.options
@@ -303,7 +307,7 @@ class _Job:
             objective = (weighted[0] + weighted[1] + weighted[2]).detach()
             evaluations += 1
             self.done += 1
-            self.work_done += pixels
+            self.work_done += work
             if on_progress is not None:
                 # One device-to-host copy for all three terms: each sync stalls a GPU pipeline.
                 terms = torch.stack(weighted).detach().tolist()
@@ -349,9 +353,22 @@ class _Job:
         (weighted[0] + weighted[1] + weighted[2]).backward()
         return weighted
 
-    def _plan(self, image: Tensor) -> TilePlan | None:
+    def _evaluation_work(self, height: int, width: int) -> float:
+        """What one evaluation at this size costs, in pixels of a whole evaluation, so that the
+        ETA extrapolates from coarse scales to fine ones: a tiled evaluation computes its tiles'
+        margins too, and runs one more forward pass."""
+        plan = self._plan(height, width)
+        if plan is None:
+            return float(height * width)
+        processed = sum(
+            (tile.rows.high - tile.rows.low) * (tile.cols.high - tile.cols.low)
+            for row in plan.tiles(height, width)
+            for tile in row
+        )
+        return processed * TILED_EVALUATION_COST
+
+    def _plan(self, height: int, width: int) -> TilePlan | None:
         """Tiles for an image above `tile_pixels`; None runs it whole."""
-        height, width = image.shape[-2:]
         if not self.tile_pixels or height * width <= self.tile_pixels:
             return None
         if self._reach is None:
@@ -376,7 +393,7 @@ class _Job:
             if weight == 0:
                 continue
             image = _resize_long_side(style, style_size).to(self.device)
-            style_plan = self._plan(image)
+            style_plan = self._plan(*image.shape[-2:])
             if style_plan is None:
                 grams = {n: gram_matrix(f) for n, f in self.backbone(image, style_layers).items()}
             else:

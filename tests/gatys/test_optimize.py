@@ -400,6 +400,44 @@ def test_tiled_scales_give_the_whole_image_result(monkeypatch: pytest.MonkeyPatc
     assert difference.max() <= 1
 
 
+def test_eta_weighs_a_tiled_scale_by_its_margins_and_extra_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A coarse whole scale's rate, extrapolated to a fine tiled scale, counts every pixel the
+    tiles compute (margins included) and their extra forward pass: the same job tiled expects
+    more time per fine evaluation than whole, by the tiles' processed pixels (counted here from
+    the plan's spans) over the image's, times 4/3."""
+    torch.manual_seed(0)
+    vgg = VGG16Backbone().freeze()
+    generator = np.random.default_rng(5)
+    content = generator.integers(0, 256, (288, 200, 3), dtype=np.uint8)
+    style = generator.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    options = GatysOptions(iterations=6, scales=(64, 288))
+    etas = []
+    for tile_pixels in (0, 224 * 224):
+        monkeypatch.setattr(optimize, "time", SteppingClock())
+        recorder = Recorder()
+        run(
+            content,
+            [style],
+            options,
+            vgg,
+            tile_pixels=tile_pixels,
+            on_progress=recorder.on_progress,
+        )
+        etas.append(recorder.progress[1].eta_s)
+    plan = optimize.measure_reach(vgg, ["relu4_2", *vgg.style_layers]).plan(224 * 224)
+    spans = plan.tiles(288, 200)
+    processed = sum(
+        (t.rows.high - t.rows.low) * (t.cols.high - t.cols.low) for r in spans for t in r
+    )
+    coarse = 64 * 44
+    # Evaluation 2 is the second of three at 64 px: one coarse evaluation left, then three fine.
+    whole_left, tiled_left = coarse + 3 * 288 * 200, coarse + 3 * processed * 4 / 3
+    assert len(spans) * len(spans[0]) > 1
+    assert etas[1] / etas[0] == pytest.approx(tiled_left / whole_left, rel=1e-6)
+
+
 def test_a_backbone_that_cannot_be_cut_runs_whole(backbone: Backbone, content, style) -> None:
     """EfficientNet's TensorFlow padding depends on the input's size, so it never runs in
     tiles: `tile_pixels` changes nothing."""
