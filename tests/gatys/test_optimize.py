@@ -364,36 +364,56 @@ def test_weights_left_unset_take_the_backbones_defaults(name: str, tmp_path: Pat
     assert seen[0].tv_loss == 0.0
 
 
-def test_tiled_scales_give_the_whole_image_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A scale above `tile_pixels` runs through the backbone in tiles, with the same objective
-    and gradient, so the same steps: the result matches the whole-image run to the level, and
-    the progress reports the same losses. (VGG-16's layout with random weights: the tiling,
-    not the pretrained look, is under test.)"""
+@pytest.fixture
+def random_vgg_job() -> tuple[VGG16Backbone, np.ndarray, np.ndarray]:
+    """VGG-16's layout with random weights, a 288x200 noise photo and a 64 px noise style: for
+    the tiling, not the pretrained look."""
     torch.manual_seed(0)
-    vgg = VGG16Backbone().freeze()
     generator = np.random.default_rng(4)
     content = generator.integers(0, 256, (288, 200, 3), dtype=np.uint8)
     style = generator.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    return VGG16Backbone().freeze(), content, style
+
+
+def run_whole_and_tiled(
+    job: tuple[VGG16Backbone, np.ndarray, np.ndarray], options: GatysOptions
+) -> list[tuple[np.ndarray, Recorder]]:
+    """The same job run whole, then with every scale above 224x224 pixels in tiles."""
+    vgg, content, style = job
+    outcomes = []
+    for tile_pixels in (0, 224 * 224):
+        recorder = Recorder()
+        image = run(
+            content,
+            [style],
+            options,
+            vgg,
+            tile_pixels=tile_pixels,
+            on_progress=recorder.on_progress,
+        )
+        outcomes.append((image, recorder))
+    return outcomes
+
+
+def test_tiled_scales_give_the_whole_image_result(
+    monkeypatch: pytest.MonkeyPatch,
+    random_vgg_job: tuple[VGG16Backbone, np.ndarray, np.ndarray],
+) -> None:
+    """A scale above `tile_pixels` runs through the backbone in tiles, with the same objective
+    and gradient, so the same steps: the result matches the whole-image run to the level, and
+    the progress reports the same losses."""
     options = GatysOptions(iterations=3, size=288)
     tiled_calls: list[int] = []
     tiled = optimize.tiled_objective
     monkeypatch.setattr(
         optimize, "tiled_objective", lambda *a, **k: tiled_calls.append(1) or tiled(*a, **k)
     )
-    results, losses = [], []
-    for tile_pixels in (0, 224 * 224):
-        recorder = Recorder()
-        results.append(
-            run(
-                content,
-                [style],
-                options,
-                vgg,
-                tile_pixels=tile_pixels,
-                on_progress=recorder.on_progress,
-            )
-        )
-        losses.append([p.style_loss + p.content_loss + p.tv_loss for p in recorder.progress])
+    outcomes = run_whole_and_tiled(random_vgg_job, options)
+    results = [image for image, _ in outcomes]
+    losses = [
+        [p.style_loss + p.content_loss + p.tv_loss for p in recorder.progress]
+        for _, recorder in outcomes
+    ]
     assert len(losses[1]) == 3 and len(tiled_calls) == 3
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
     difference = np.abs(results[0].astype(int) - results[1].astype(int))
@@ -402,30 +422,16 @@ def test_tiled_scales_give_the_whole_image_result(monkeypatch: pytest.MonkeyPatc
 
 def test_eta_weighs_a_tiled_scale_by_its_margins_and_extra_pass(
     monkeypatch: pytest.MonkeyPatch,
+    random_vgg_job: tuple[VGG16Backbone, np.ndarray, np.ndarray],
 ) -> None:
     """A coarse whole scale's rate, extrapolated to a fine tiled scale, counts every pixel the
     tiles compute (margins included) and their extra forward pass: the same job tiled expects
     more time per fine evaluation than whole, by the tiles' processed pixels (counted here from
     the plan's spans) over the image's, times 4/3."""
-    torch.manual_seed(0)
-    vgg = VGG16Backbone().freeze()
-    generator = np.random.default_rng(5)
-    content = generator.integers(0, 256, (288, 200, 3), dtype=np.uint8)
-    style = generator.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    options = GatysOptions(iterations=6, scales=(64, 288))
-    etas = []
-    for tile_pixels in (0, 224 * 224):
-        monkeypatch.setattr(optimize, "time", SteppingClock())
-        recorder = Recorder()
-        run(
-            content,
-            [style],
-            options,
-            vgg,
-            tile_pixels=tile_pixels,
-            on_progress=recorder.on_progress,
-        )
-        etas.append(recorder.progress[1].eta_s)
+    vgg = random_vgg_job[0]
+    monkeypatch.setattr(optimize, "time", SteppingClock())
+    outcomes = run_whole_and_tiled(random_vgg_job, GatysOptions(iterations=6, scales=(64, 288)))
+    etas = [recorder.progress[1].eta_s for _, recorder in outcomes]
     plan = optimize.measure_reach(vgg, ["relu4_2", *vgg.style_layers]).plan(224 * 224)
     spans = plan.tiles(288, 200)
     processed = sum(
