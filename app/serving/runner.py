@@ -135,45 +135,69 @@ class StyleRunner:
         axes: DynamicAxes | None = None,
         *,
         tile_graph: bool = False,
-        output_names: list[str] | None = None,
-        segment: Segment | None = None,
     ) -> Network:
         """An image network on this runner's fastest path; torch when it cannot be exported.
 
         `tile_graph`: one of the many graphs tiled inference runs in turn; it keeps no
-        activation memory between runs. `segment`: the network segment `module` is, run band
-        by band (`bands`); on OpenVINO it is compiled for each image and dropped after its
-        bands, and hands its maps on in bf16."""
-        if not self.uses_onnxruntime:
+        activation memory between runs."""
+        path = self._export(module, sample, names, axes)
+        if path is None:
             return TorchNetwork(module, self.device, self.cuda)
-        try:
-            path = cached_export(
-                module, sample, names, self._onnx_dir, axes=axes, output_names=output_names
-            )
-        except Exception:
-            # The fast path is an optimisation: a module that cannot be exported runs in torch.
-            log.exception("ONNX export of %s failed; running it with torch", type(module).__name__)
-            return TorchNetwork(module, self.device)
         if self.cpu_precision == "bf16":
             try:
-                from app.serving.openvino_backend import OpenVinoModule, OpenVinoSegment
+                from app.serving.openvino_backend import OpenVinoModule
 
-                if segment is not None:
-                    return OpenVinoSegment(  # type: ignore[return-value]
-                        path,
-                        names,
-                        bf16_inputs=frozenset(segment.maps_in),
-                        bf16_outputs=frozenset(segment.maps_out),
-                        threads=self._threads,
-                    )
-                return OpenVinoModule(
+                return OpenVinoModule(path, names, threads=self._threads, release_memory=tile_graph)
+            except Exception:
+                log.exception("OpenVINO could not compile %s; running it in fp32", path.name)
+        return self._onnx_module(path, names, tile_graph=tile_graph)
+
+    def _segment_backend(
+        self, segment: Segment, axes: DynamicAxes, output_names: list[str]
+    ) -> SegmentBackend:
+        """A network segment run band by band (`bands`), on the same path as `_image_network`.
+        On OpenVINO it is compiled for each image and dropped after its bands, and hands its
+        maps on in bf16."""
+        names = list(segment.inputs)
+        path = self._export(segment.module, segment.example(), names, axes, output_names)
+        if path is None:
+            return TorchNetwork(segment.module, self.device, self.cuda)
+        if self.cpu_precision == "bf16":
+            try:
+                from app.serving.openvino_backend import OpenVinoSegment
+
+                return OpenVinoSegment(
                     path,
                     names,
+                    bf16_inputs=frozenset(segment.maps_in),
+                    bf16_outputs=frozenset(segment.maps_out),
                     threads=self._threads,
-                    release_memory=tile_graph,
                 )
             except Exception:
                 log.exception("OpenVINO could not compile %s; running it in fp32", path.name)
+        return self._onnx_module(path, names, tile_graph=True)
+
+    def _export(
+        self,
+        module: nn.Module,
+        sample: tuple[torch.Tensor, ...],
+        names: list[str],
+        axes: DynamicAxes | None,
+        output_names: list[str] | None = None,
+    ) -> Path | None:
+        """The module's cached ONNX export, or None where it runs in torch: on CUDA, with the
+        `torch` backend, or when it cannot be exported (the fast path is an optimisation)."""
+        if not self.uses_onnxruntime:
+            return None
+        try:
+            return cached_export(
+                module, sample, names, self._onnx_dir, axes=axes, output_names=output_names
+            )
+        except Exception:
+            log.exception("ONNX export of %s failed; running it with torch", type(module).__name__)
+            return None
+
+    def _onnx_module(self, path: Path, names: list[str], *, tile_graph: bool) -> OnnxModule:
         return OnnxModule(
             path,
             names,
@@ -330,16 +354,7 @@ class StyleRunner:
             if segment.collects is not None:
                 axes[ROWS] = {0: f"h{segment.collect_scale}"}
                 outputs.append("moments")
-            network_k = self._image_network(
-                segment.module,
-                segment.example(),
-                list(segment.inputs),
-                axes,
-                tile_graph=True,
-                output_names=outputs,
-                segment=segment,
-            )
-            calls.append(network_k)  # type: ignore[arg-type]
+            calls.append(self._segment_backend(segment, axes, outputs))
         return network, calls
 
     def _build_stats_networks(self, pixels: _NetworkPixels) -> StatsNetworks:
