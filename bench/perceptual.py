@@ -5,17 +5,22 @@ with app/training's taps and weights, and the style weight of the style's recipe
 is computed for:
 
 - our network's output (what serving returns: clamped to 0..255);
-- L-BFGS optimisation of that same objective, started from the photo, after 25, 50, 100, 200 and
-  300 evaluations (the objective of the clamped image at each point).
+- L-BFGS optimisation of that same objective after 5, 10, 15, 20, 25, 50, 100, 200 and 300
+  evaluations (the objective of the clamped image at each point), started from the photo
+  (`--start photo`, the default, as issue 16 asks) or from white noise (`--start noise`, as the
+  paper's optimisation baseline: the ImageNet mean colour plus Gaussian noise of 0.001 on the
+  0..255 scale, jcjohnson/neural-style's `-init random`). From the photo the content term
+  starts at zero, so the optimiser is a stronger opponent in its first iterations.
 
 The iterations a network "matches" is where its objective crosses the L-BFGS curve, interpolated
-linearly between measured points (0 = the photo itself scores better than the network; ">300" =
-better than 300 iterations). The L-BFGS curves do not depend on the networks, so they are cached
-under bench/results/perceptual/ (git-ignored), keyed by everything they do depend on; after a
-retraining, `--networks-only` re-evaluates the networks against the cached curves in seconds.
+linearly between measured points (0 = the start image itself scores better than the network;
+">300" = better than 300 iterations). The L-BFGS curves do not depend on the networks, so they
+are cached under bench/results/perceptual/ (git-ignored), keyed by everything they do depend on;
+after a retraining, `--networks-only` re-evaluates the networks against the cached curves in
+seconds.
 
     .venv/bin/python bench/perceptual.py [--networks-only] [--plot docs/perceptual.png]
-        [--network mosaic=PATH ...] [--threads 1]
+        [--network mosaic=PATH ...] [--threads 1] [--start photo noise]
 """
 
 from __future__ import annotations
@@ -48,7 +53,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "images"
 CACHE = ROOT / "bench" / "results" / "perceptual"
 STYLES = ("mosaic", "candy", "rain-princess", "udnie")
-CHECKPOINTS = (25, 50, 100, 200, 300)
+# Dense early: the curve falls steeply and bends before 25 iterations, where the networks cross
+# it, and a straight line from the start to 25 would place each crossing too late.
+CHECKPOINTS = (5, 10, 15, 20, 25, 50, 100, 200, 300)
+STARTS = ("photo", "noise")
+START_COLOURS = {"photo": "tab:blue", "noise": "tab:orange"}
+# jcjohnson/neural-style's `-init random`: randn * 0.001 in mean-subtracted 0..255 space.
+NOISE_STD = 0.001 / 255
+IMAGENET_MEAN_RGB = (123.68 / 255, 116.779 / 255, 103.939 / 255)
 # Held out from training: `make train-styles` trains on ../shared/images/training and every photo
 # of ../shared/images/photos except amber; the swagger samples are never trained on.
 HELD_OUT = {
@@ -147,10 +159,22 @@ def build_objective(
     )
 
 
+def start_image(kind: str, photo: Tensor) -> Tensor:
+    """Where L-BFGS starts: the photo, or the paper's white noise (seeded, so curves cache)."""
+    if kind == "photo":
+        return photo
+    noise = torch.randn(photo.shape, generator=torch.Generator().manual_seed(0)) * NOISE_STD
+    return torch.tensor(IMAGENET_MEAN_RGB).view(1, 3, 1, 1) + noise
+
+
 def lbfgs_curve(
-    objective: Objective, photo: Tensor, checkpoints: tuple[int, ...], partial: Path
+    objective: Objective,
+    photo: Tensor,
+    start: Tensor,
+    checkpoints: tuple[int, ...],
+    partial: Path,
 ) -> list[float]:
-    """The objective after each checkpoint's number of evaluations, the photo itself first.
+    """The objective after each checkpoint's number of evaluations, the start image first.
 
     L-BFGS as Gatys jobs run it (app/gatys/optimize.py): lr 1, history 50, no line search, a
     budget of evaluations spread over steps that may stop early. The image and the optimiser's
@@ -159,10 +183,10 @@ def lbfgs_curve(
     """
     targets = objective.photo_features(photo)
     # L-BFGS flattens gradients with .view(): the image must be contiguous.
-    image = photo.clone(memory_format=torch.contiguous_format).requires_grad_(True)
+    image = start.clone(memory_format=torch.contiguous_format).requires_grad_(True)
     optimiser = torch.optim.LBFGS([image], lr=1.0, history_size=LBFGS_HISTORY)
     evaluations = 0
-    curve = [objective.score(photo, targets)]
+    curve = [objective.score(start, targets)]
     if partial.is_file():
         saved = torch.load(partial, weights_only=True)
         with torch.no_grad():
@@ -231,42 +255,104 @@ def plot(results: list[dict], path: Path) -> None:
 
     sizes = sorted({r["size"] for r in results})
     styles = [s for s in STYLES if any(r["style"] == s for r in results)]
+    last = max(r["iterations"][-1] for r in results)
     figure, axes = plt.subplots(
         len(sizes), len(styles), figsize=(3.2 * len(styles), 2.9 * len(sizes)), squeeze=False
     )
     for row, size in enumerate(sizes):
         for column, style in enumerate(styles):
             axis = axes[row][column]
-            for result in (r for r in results if r["size"] == size and r["style"] == style):
-                axis.plot(
-                    result["iterations"], result["curve"], "o-", color="tab:blue", label="L-BFGS"
+            panel = [r for r in results if r["size"] == size and r["style"] == style]
+            for result in panel:
+                matched = result["matched"]
+                crossing = (
+                    ""
+                    if matched is None
+                    else f" (≈{matched:.0f} it.)"
+                    if np.isfinite(matched)
+                    else f" (>{result['iterations'][-1]} it.)"
                 )
-                if result.get("network") is not None:
-                    matched = result["matched"]
-                    label = (
-                        f"network (≈{matched:.0f} it.)"
-                        if np.isfinite(matched)
-                        else (f"network (>{result['iterations'][-1]} it.)")
-                    )
-                    axis.axhline(result["network"], color="tab:red", linestyle="--", label=label)
-                axis.set_title(f"{style}, {size} px ({result['photo']})", fontsize=9)
+                axis.plot(
+                    result["iterations"],
+                    result["curve"],
+                    "o-",
+                    color=START_COLOURS[result["start"]],
+                    label=f"L-BFGS from {result['start']}{crossing}",
+                )
+            if panel and panel[0]["network"] is not None:
+                axis.axhline(panel[0]["network"], color="tab:red", linestyle="--", label="network")
+            if panel:
+                axis.set_title(f"{style}, {size} px ({panel[0]['photo']})", fontsize=9)
             axis.set_yscale("log")
             axis.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            axis.yaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2, 3, 5)))
             axis.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-            axis.set_xlim(-10, CHECKPOINTS[-1] + 10)
+            axis.set_xlim(-5, last + 5)
             axis.set_xlabel("L-BFGS iterations", fontsize=8)
             if column == 0:
                 axis.set_ylabel("training objective (VGG-16)", fontsize=8)
             axis.tick_params(labelsize=7)
             axis.legend(fontsize=7)
     figure.suptitle(
-        "Perceptual objective: L-BFGS from the photo vs one pass of our network "
-        "(Johnson et al. 2016, Fig. 5)",
+        "Perceptual objective: L-BFGS vs one pass of our network (Johnson et al. 2016, Fig. 5)",
         fontsize=10,
     )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
+
+
+def cached_curve(
+    args: argparse.Namespace,
+    objective: Objective,
+    backbone: Backbone,
+    painting: Path,
+    photo_path: Path,
+    photo: Tensor,
+    size: int,
+    style_size: int,
+    start: str,
+    style: str,
+) -> list[float] | None:
+    """The L-BFGS curve from the cache, continued or computed as far as `--up-to` asks; None
+    (named on stdout) where `--networks-only` finds nothing cached."""
+    key = curve_key(
+        photo_path.read_bytes(),
+        painting.read_bytes(),
+        size,
+        objective.taps,
+        objective.weights,
+        style_size,
+        objective.range_weight,
+        CHECKPOINTS,
+        backbone.weights_source,
+        LBFGS_HISTORY,
+        # Photo-start keys predate the option: they stay as they were.
+        *(() if start == "photo" else (start, NOISE_STD, IMAGENET_MEAN_RGB)),
+    )
+    suffix = "" if start == "photo" else f"-from-{start}"
+    cached = args.cache / f"{style}-{photo_path.stem}-{size}{suffix}-{key}.json"
+    partial = cached.with_suffix(".partial.pt")
+    wanted = tuple(c for c in CHECKPOINTS if c <= args.up_to)
+    so_far = torch.load(partial, weights_only=True)["curve"] if partial.is_file() else []
+    if cached.is_file():
+        return json.loads(cached.read_text())["curve"]
+    if so_far and (args.networks_only or len(so_far) > len(wanted)):
+        return so_far
+    if args.networks_only:
+        print(f"skip {style} {photo_path.name} {size} px from {start}: no cached curve ({cached})")
+        return None
+    started = time.perf_counter()
+    curve = lbfgs_curve(objective, photo, start_image(start, photo), wanted, partial)
+    print(
+        f"  L-BFGS {style} {photo_path.name} {size} px from {start} to {wanted[-1]}: "
+        f"{time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
+    if len(curve) == len(CHECKPOINTS) + 1:
+        cached.write_text(json.dumps({"iterations": [0, *CHECKPOINTS], "curve": curve}))
+        partial.unlink()
+    return curve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,6 +388,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run L-BFGS only this far now; a later run continues the curve",
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--start",
+        nargs="+",
+        default=["photo"],
+        choices=STARTS,
+        help="where L-BFGS starts: the photo, or the paper's white noise (both: one curve each)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -328,66 +421,33 @@ def main(argv: list[str] | None = None) -> int:
             objective = build_objective(backbone, painting, style_weight, style_size)
             for photo_path in photos:
                 photo = load_image(photo_path, size)
-                key = curve_key(
-                    photo_path.read_bytes(),
-                    painting.read_bytes(),
-                    size,
-                    objective.taps,
-                    objective.weights,
-                    style_size,
-                    objective.range_weight,
-                    CHECKPOINTS,
-                    backbone.weights_source,
-                    LBFGS_HISTORY,
-                )
-                cached = args.cache / f"{style}-{photo_path.stem}-{size}-{key}.json"
-                partial = cached.with_suffix(".partial.pt")
-                wanted = tuple(c for c in CHECKPOINTS if c <= args.up_to)
-                so_far = (
-                    torch.load(partial, weights_only=True)["curve"] if partial.is_file() else []
-                )
-                if cached.is_file():
-                    curve = json.loads(cached.read_text())["curve"]
-                elif so_far and (args.networks_only or len(so_far) > len(wanted)):
-                    curve = so_far
-                elif args.networks_only:
-                    print(f"skip {style} {photo_path.name} {size} px: no cached curve ({cached})")
-                    continue
-                else:
-                    started = time.perf_counter()
-                    curve = lbfgs_curve(objective, photo, wanted, partial)
-                    seconds = time.perf_counter() - started
-                    print(
-                        f"  L-BFGS {style} {photo_path.name} {size} px to {wanted[-1]}: "
-                        f"{seconds:.0f} s",
-                        flush=True,
-                    )
-                    if len(curve) == len(iterations):
-                        cached.write_text(json.dumps({"iterations": iterations, "curve": curve}))
-                        partial.unlink()
-                result = {"style": style, "photo": photo_path.stem, "size": size,
-                          "iterations": iterations[: len(curve)], "curve": curve, "network": None,
-                          "matched": None}  # fmt: skip
+                network = None
                 if style in networks:
                     net = load_transformer_net(networks[style])
                     with torch.no_grad():
                         output = to_batch(stylize_array(net, photo))
-                    targets = objective.photo_features(photo)
-                    result["network"] = objective.score(output, targets)
-                    result["matched"] = matched_iterations(
-                        curve, result["iterations"], result["network"]
-                    )
-                results.append(result)
+                    network = objective.score(output, objective.photo_features(photo))
+                for start in args.start:
+                    curve = cached_curve(args, objective, backbone, painting, photo_path, photo,
+                                         size, style_size, start, style)  # fmt: skip
+                    if curve is None:
+                        continue
+                    result = {"style": style, "photo": photo_path.stem, "size": size,
+                              "start": start, "iterations": iterations[: len(curve)],
+                              "curve": curve, "network": network, "matched": None}  # fmt: skip
+                    if network is not None:
+                        result["matched"] = matched_iterations(curve, result["iterations"], network)
+                    results.append(result)
 
     if not results:
         print("nothing to report")
         return 1
     print(
-        "\n| style | size | photo | network objective | L-BFGS at "
+        "\n| style | size | photo | start | network objective | L-BFGS at "
         + " / ".join(str(i) for i in iterations)
         + " | matched iterations |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         curve = " / ".join(f"{v:.3g}" for v in r["curve"]) + " / -" * (
             len(iterations) - len(r["curve"])
@@ -398,7 +458,10 @@ def main(argv: list[str] | None = None) -> int:
             network = f"{r['network']:.3g}"
             finite = np.isfinite(r["matched"])
             matched = f"{r['matched']:.0f}" if finite else f">{r['iterations'][-1]}"
-        print(f"| {r['style']} | {r['size']} | {r['photo']} | {network} | {curve} | {matched} |")
+        print(
+            f"| {r['style']} | {r['size']} | {r['photo']} | {r['start']} | {network} | {curve} "
+            f"| {matched} |"
+        )
     (args.cache / "results.json").write_text(json.dumps(results, indent=1, default=str))
     if args.plot is not None:
         plot(results, args.plot)
