@@ -305,14 +305,12 @@ def plot(results: list[dict], path: Path) -> None:
 def cached_curve(
     args: argparse.Namespace,
     objective: Objective,
-    backbone: Backbone,
     painting: Path,
     photo_path: Path,
     photo: Tensor,
     size: int,
     style_size: int,
     start: str,
-    style: str,
 ) -> list[float] | None:
     """The L-BFGS curve from the cache, continued or computed as far as `--up-to` asks; None
     (named on stdout) where `--networks-only` finds nothing cached."""
@@ -325,13 +323,14 @@ def cached_curve(
         style_size,
         objective.range_weight,
         CHECKPOINTS,
-        backbone.weights_source,
+        objective.backbone.weights_source,
         LBFGS_HISTORY,
-        # Photo-start keys predate the option: they stay as they were.
-        *(() if start == "photo" else (start, NOISE_STD, IMAGENET_MEAN_RGB)),
+        start,
+        NOISE_STD,
+        IMAGENET_MEAN_RGB,
     )
-    suffix = "" if start == "photo" else f"-from-{start}"
-    cached = args.cache / f"{style}-{photo_path.stem}-{size}{suffix}-{key}.json"
+    style = painting.stem
+    cached = args.cache / f"{style}-{photo_path.stem}-{size}-from-{start}-{key}.json"
     partial = cached.with_suffix(".partial.pt")
     wanted = tuple(c for c in CHECKPOINTS if c <= args.up_to)
     so_far = torch.load(partial, weights_only=True)["curve"] if partial.is_file() else []
@@ -428,8 +427,9 @@ def main(argv: list[str] | None = None) -> int:
                         output = to_batch(stylize_array(net, photo))
                     network = objective.score(output, objective.photo_features(photo))
                 for start in args.start:
-                    curve = cached_curve(args, objective, backbone, painting, photo_path, photo,
-                                         size, style_size, start, style)  # fmt: skip
+                    curve = cached_curve(
+                        args, objective, painting, photo_path, photo, size, style_size, start
+                    )
                     if curve is None:
                         continue
                     result = {"style": style, "photo": photo_path.stem, "size": size,
