@@ -12,6 +12,12 @@ is computed for:
   0..255 scale, jcjohnson/neural-style's `-init random`). From the photo the content term
   starts at zero, so the optimiser is a stronger opponent in its first iterations.
 
+With `--official`, where ../shared holds the official network's output for the held-out photo
+(images/reference/PHOTO-STYLE.jpg, made at the photo's full size), that output is scored too,
+beside ours run at the same full size: both resized to the measured size, so both carry the same
+resampling, and our network's usual score (run at the measured size) stays as it was. It says
+where the official networks stand on this same measure.
+
 The iterations a network "matches" is where its objective crosses the L-BFGS curve, interpolated
 linearly between measured points (0 = the start image itself scores better than the network;
 ">300" = better than 300 iterations). The L-BFGS curves do not depend on the networks, so they
@@ -20,7 +26,7 @@ after a retraining, `--networks-only` re-evaluates the networks against the cach
 seconds.
 
     .venv/bin/python bench/perceptual.py [--networks-only] [--plot docs/perceptual.png]
-        [--network mosaic=PATH ...] [--threads 1] [--start photo noise]
+        [--network mosaic=PATH ...] [--threads 1] [--start photo noise] [--official]
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from app.weights.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "images"
+OFFICIAL = SHARED / "reference"
 CACHE = ROOT / "bench" / "results" / "perceptual"
 STYLES = ("mosaic", "candy", "rain-princess", "udnie")
 # Dense early: the curve falls steeply and bends before 25 iterations, where the networks cross
@@ -157,6 +164,32 @@ def build_objective(
     return Objective(
         backbone, taps, options.weights_for(backbone.name), grams, options.range_weight
     )
+
+
+def resized(image: Tensor, like: Tensor) -> Tensor:
+    """`image` at `like`'s height and width (Lanczos, through 8-bit as any saved output)."""
+    array = (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    size = (like.shape[-1], like.shape[-2])
+    return to_batch(np.asarray(Image.fromarray(array).resize(size, Image.Resampling.LANCZOS)))
+
+
+def official_scores(
+    objective: Objective, net: torch.nn.Module | None, photo_path: Path, photo: Tensor, style: str
+) -> tuple[float, float | None] | None:
+    """(official output, ours at the same full size), both resized to `photo` and scored;
+    None where ../shared holds no official output of this photo and style."""
+    path = OFFICIAL / f"{photo_path.stem}-{style}.jpg"
+    if not path.is_file():
+        return None
+    targets = objective.photo_features(photo)
+    with Image.open(path) as image:
+        official = to_batch(np.asarray(image.convert("RGB")).copy())
+    ours = None
+    if net is not None:
+        full = load_image(photo_path, max(official.shape[-2:]))
+        with torch.no_grad():
+            ours = objective.score(resized(to_batch(stylize_array(net, full)), photo), targets)
+    return objective.score(resized(official, photo), targets), ours
 
 
 def start_image(kind: str, photo: Tensor) -> Tensor:
@@ -281,6 +314,11 @@ def plot(results: list[dict], path: Path) -> None:
                 )
             if panel and panel[0]["network"] is not None:
                 axis.axhline(panel[0]["network"], color="tab:red", linestyle="--", label="network")
+            if panel and panel[0].get("official") is not None:
+                official, ours = panel[0]["official"]
+                axis.axhline(official, color="black", linestyle=":", label="official, full size")
+                if ours is not None:
+                    axis.axhline(ours, color="tab:red", linestyle=":", label="ours, full size")
             if panel:
                 axis.set_title(f"{style}, {size} px ({panel[0]['photo']})", fontsize=9)
             axis.set_yscale("log")
@@ -388,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
+        "--official",
+        action="store_true",
+        help="also score the official network's output where ../shared has it for the photo",
+    )
+    parser.add_argument(
         "--start",
         nargs="+",
         default=["photo"],
@@ -420,12 +463,17 @@ def main(argv: list[str] | None = None) -> int:
             objective = build_objective(backbone, painting, style_weight, style_size)
             for photo_path in photos:
                 photo = load_image(photo_path, size)
-                network = None
+                network, net = None, None
                 if style in networks:
                     net = load_transformer_net(networks[style])
                     with torch.no_grad():
                         output = to_batch(stylize_array(net, photo))
                     network = objective.score(output, objective.photo_features(photo))
+                official = (
+                    official_scores(objective, net, photo_path, photo, style)
+                    if args.official
+                    else None
+                )
                 for start in args.start:
                     curve = cached_curve(
                         args, objective, painting, photo_path, photo, size, style_size, start
@@ -434,9 +482,17 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     result = {"style": style, "photo": photo_path.stem, "size": size,
                               "start": start, "iterations": iterations[: len(curve)],
-                              "curve": curve, "network": network, "matched": None}  # fmt: skip
+                              "curve": curve, "network": network, "matched": None,
+                              "official": official}  # fmt: skip
                     if network is not None:
                         result["matched"] = matched_iterations(curve, result["iterations"], network)
+                    if official is not None:
+                        result["official_matched"] = [
+                            None
+                            if v is None
+                            else matched_iterations(curve, result["iterations"], v)
+                            for v in official
+                        ]
                     results.append(result)
 
     if not results:
@@ -456,17 +512,39 @@ def main(argv: list[str] | None = None) -> int:
             network, matched = "no network", "-"
         else:
             network = f"{r['network']:.3g}"
-            finite = np.isfinite(r["matched"])
-            matched = f"{r['matched']:.0f}" if finite else f">{r['iterations'][-1]}"
+            matched = _iterations(r["matched"], r["iterations"])
         print(
             f"| {r['style']} | {r['size']} | {r['photo']} | {r['start']} | {network} | {curve} "
             f"| {matched} |"
+        )
+    at_full = [r for r in results if r.get("official") is not None]
+    if at_full:
+        print(
+            "\nRun at the photo's full size, then resized (objective, matched iterations):\n"
+            "\n| style | size | photo | start | official network | ours |"
+            "\n|---|---|---|---|---|---|"
+        )
+    for r in at_full:
+        cells = [
+            "-" if v is None else f"{v:.3g} ({_iterations(m, r['iterations'])})"
+            for v, m in zip(r["official"], r["official_matched"], strict=True)
+        ]
+        print(
+            f"| {r['style']} | {r['size']} | {r['photo']} | {r['start']} | "
+            + " | ".join(cells)
+            + " |"
         )
     (args.cache / "results.json").write_text(json.dumps(results, indent=1, default=str))
     if args.plot is not None:
         plot(results, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _iterations(matched: float | None, iterations: list[int]) -> str:
+    if matched is None:
+        return "-"
+    return f"{matched:.0f}" if np.isfinite(matched) else f">{iterations[-1]}"
 
 
 if __name__ == "__main__":

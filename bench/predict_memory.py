@@ -4,8 +4,9 @@ Each variant is a fresh `atelier serve` (throwaway data dir, no job worker) give
 environment variables. After readiness and one warm-up request, it serves `--requests`
 predictions of a real photo at max_size 1024 (JPEG in and out); RSS is read from /proc before,
 after the requests, and after a few idle seconds. The variants separate where memory goes:
-the CPU precision path (OpenVINO bf16 vs onnxruntime fp32), glibc's malloc arenas, and
-onnxruntime's own arena (ATELIER_CPU_SHRINK_ARENA).
+the CPU precision path (OpenVINO bf16 vs onnxruntime fp32), the heap's policy (freed memory
+kept for reuse, the default, or returned: ATELIER_KEEP_FREED_MEMORY), and onnxruntime's own
+arena (ATELIER_CPU_SHRINK_ARENA).
 
     .venv/bin/python bench/predict_memory.py [--requests 20]
 """
@@ -29,10 +30,10 @@ PHOTO = REPO.parent / "shared" / "images" / "photos" / "tubingen.jpg"
 VARIANTS: dict[str, dict[str, str]] = {
     "default (auto precision)": {},
     "fp32 onnxruntime": {"ATELIER_CPU_PRECISION": "fp32"},
-    "default, MALLOC_ARENA_MAX=2": {"MALLOC_ARENA_MAX": "2"},
-    "fp32 onnxruntime, MALLOC_ARENA_MAX=2": {
+    "default, freed memory returned": {"ATELIER_KEEP_FREED_MEMORY": "false"},
+    "fp32 onnxruntime, freed memory returned": {
         "ATELIER_CPU_PRECISION": "fp32",
-        "MALLOC_ARENA_MAX": "2",
+        "ATELIER_KEEP_FREED_MEMORY": "false",
     },
     "fp32 onnxruntime, ATELIER_CPU_SHRINK_ARENA": {
         "ATELIER_CPU_PRECISION": "fp32",

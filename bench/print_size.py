@@ -10,6 +10,9 @@ size so load drifts hit them alike:
   (bands of at most ATELIER_TILE_SIZE^2 pixels; `app/serving/bands.py`), the default;
 - `tiled downscaled`: tiles with statistics from a downscaled copy.
 
+The children run with freed memory kept in the heap, as `atelier` runs (app/core/heap.py);
+`--heap glibc` runs them with glibc's defaults.
+
 `--backend` picks the backend of the other variants: `auto` (the service's default: OpenVINO
 bf16 on CPUs with fast bf16, else onnxruntime fp32), `fp32` (onnxruntime) or `torch` (eager).
 
@@ -47,6 +50,9 @@ from PIL import Image, ImageDraw
 if TYPE_CHECKING:
     from app.core.config import CpuBackend
     from app.serving.cpu_precision import Precision
+    from app.serving.runner import StyleRunner
+    from app.serving.tiling import TileOptions
+    from app.styles.catalog import SingleStyle
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = next(
@@ -95,29 +101,14 @@ def child(
 
     from app.imaging.encode import OutputFormat
     from app.serving.predict import PredictOptions, predict_bytes
-    from app.serving.runner import StyleRunner
     from app.serving.tiling import TileOptions
-    from app.styles.catalog import SingleStyle, manifest_styles
-    from app.weights.manifest import load_manifest
 
     torch.set_num_threads(threads)
     tiles = TileOptions(
         tile_size=tile_size if variant != "untiled" else 50_000,
         stats=STATS.get(variant, "exact"),  # type: ignore[arg-type]
     )
-    cpu_backend, cpu_precision = runner_backend(backend)
-    runner = StyleRunner(
-        torch.device(device),
-        CACHE,
-        cpu_backend=cpu_backend,
-        cpu_precision=cpu_precision,
-        threads=threads,
-        tiles=tiles,
-    )
-    models = REPO / "models"
-    style = next(s for s in manifest_styles(load_manifest(models), models) if s.name == STYLE)
-    runner.load_transformer(style)
-    choice = SingleStyle(style)
+    runner, choice = style_runner(tiles, threads, device, backend)
     data = upload.read_bytes()
     options = PredictOptions(choice=choice, max_size=50_000, output=OutputFormat.png)
     # warm up at the shape the measured run uses (tiles, or a small whole image)
@@ -147,6 +138,31 @@ def child(
     )
 
 
+def style_runner(
+    tiles: TileOptions, threads: int, device: str, backend: str
+) -> tuple[StyleRunner, SingleStyle]:
+    """A runner as `--backend` sets it up, with the bench's style loaded."""
+    import torch
+
+    from app.serving.runner import StyleRunner
+    from app.styles.catalog import SingleStyle, manifest_styles
+    from app.weights.manifest import load_manifest
+
+    cpu_backend, cpu_precision = runner_backend(backend)
+    runner = StyleRunner(
+        torch.device(device),
+        CACHE,
+        cpu_backend=cpu_backend,
+        cpu_precision=cpu_precision,
+        threads=threads,
+        tiles=tiles,
+    )
+    models = REPO / "models"
+    style = next(s for s in manifest_styles(load_manifest(models), models) if s.name == STYLE)
+    runner.load_transformer(style)
+    return runner, SingleStyle(style)
+
+
 def run_child(
     variant: str,
     upload: Path,
@@ -155,8 +171,14 @@ def run_child(
     threads: int,
     device: str,
     backend: str,
+    heap: str,
 ) -> dict[str, float]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    from app.core.heap import TUNABLES, with_kept_memory
+
+    env = {k: v for k, v in os.environ.items() if k != TUNABLES}
+    env["OMP_NUM_THREADS"] = str(threads)
+    if heap == "kept":  # as `atelier` runs (app/core/heap.py)
+        env[TUNABLES] = with_kept_memory(os.environ.get(TUNABLES, ""))
     command = [sys.executable, __file__, "--child", variant, str(upload), str(output)]
     command += ["--tile-size", str(tile_size), "--threads", str(threads), "--device", device]
     command += ["--backend", backend]
@@ -281,6 +303,12 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", choices=("auto", "fp32", "torch"))
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     parser.add_argument(
+        "--heap",
+        default="kept",
+        choices=("kept", "glibc"),
+        help="kept: freed memory kept for reuse, as `atelier` runs; glibc: its defaults",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="rounds per size (medians; variants alternate)"
     )
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "UPLOAD", "OUTPUT"))
@@ -341,7 +369,14 @@ def main() -> None:
             for variant in variants[turn:] + variants[:turn]:
                 output = work / f"{megapixels:g}-{args.backend}-{variant.replace(' ', '-')}.png"
                 result = run_child(
-                    variant, upload, output, args.tile_size, args.threads, args.device, args.backend
+                    variant,
+                    upload,
+                    output,
+                    args.tile_size,
+                    args.threads,
+                    args.device,
+                    args.backend,
+                    args.heap,
                 )
                 runs.setdefault(variant, []).append(result)
         results = {variant: median_run(rounds) for variant, rounds in runs.items()}

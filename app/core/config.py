@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         "OpenVINO (several times faster on CPUs with AMX or AVX-512 BF16, within 2/255 of fp32); "
         "auto = bf16 where the CPU has it, else fp32 onnxruntime.",
     )
+    keep_freed_memory: bool = Field(
+        True,
+        description="Start `atelier` with glibc tunables that keep freed memory in the heap "
+        "for reuse: torch work (Gatys jobs, training, the torch backend) stops page-faulting "
+        "its activations in afresh on every evaluation, and the resident memory stays at its "
+        "peak instead of falling between requests (docs/performance.md).",
+    )
     cpu_shrink_arena: bool = Field(
         False,
         description="Give onnxruntime's activation memory back after every run (fp32 CPU path): "

@@ -14,6 +14,7 @@ import numpy as np
 
 from app.core.config import Settings
 from app.core.device import configure_threads, select_device
+from app.core.heap import heap_policy
 from app.imaging.decode_budget import DecodeBudget
 from app.serving.cpu_precision import choose_cpu_precision
 from app.serving.executor import InferenceExecutor
@@ -122,7 +123,13 @@ class Service:
         if warmup:
             self._warm_up(runner)
         self.runner = runner
-        log.info("loaded %d styles on %s", len(self.catalog), device)
+        log.info(
+            "loaded %d styles on %s (%s; heap: %s)",
+            len(self.catalog),
+            device,
+            runner.backend_name,
+            heap_policy(),
+        )
 
     def _skip(self, name: str, problem: str) -> None:
         self.problems.append(problem)
