@@ -95,13 +95,14 @@ def measure(extra: dict[str, str], requests: int) -> tuple[int, int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     args = parser.parse_args()
     print(machine_header("bench/predict_memory.py"))
     print(f"- {args.requests} predictions of {PHOTO.name} at max_size 1024, one at a time\n")
     print("| variant | RSS after warm-up (MiB) | after the requests | 5 s later | growth |")
     print("|---|---|---|---|---|")
-    for label, extra in VARIANTS.items():
-        before, after, idle = measure(extra, args.requests)
+    for label in args.variants:
+        before, after, idle = measure(VARIANTS[label], args.requests)
         print(f"| {label} | {mib(before)} | {mib(after)} | {mib(idle)} | "
               f"{mib(idle - before)} |", flush=True)  # fmt: skip
 

@@ -12,7 +12,7 @@ from app.cli.jobs import gatys, worker
 from app.cli.models import models_app
 from app.cli.train import train
 from app.core.config import get_settings
-from app.core.heap import restart_with_kept_memory
+from app.core.heap import restart_with_kept_memory, wants_kept_memory
 from app.observability.logs import configure_logging
 
 cli = typer.Typer(
@@ -125,6 +125,6 @@ def stylize(
 
 
 def main() -> None:
-    restart_with_kept_memory(get_settings().keep_freed_memory)
+    restart_with_kept_memory(wants_kept_memory(get_settings()))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cli()

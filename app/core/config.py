@@ -120,7 +120,8 @@ class Settings(BaseSettings):
         description="Start `atelier` with glibc tunables that keep freed memory in the heap "
         "for reuse: torch work (Gatys jobs, training, the torch backend) stops page-faulting "
         "its activations in afresh on every evaluation, and the resident memory stays at its "
-        "peak instead of falling between requests (docs/performance.md).",
+        "peak instead of falling between requests (docs/performance.md). Off where "
+        "ATELIER_CPU_SHRINK_ARENA is on.",
     )
     cpu_shrink_arena: bool = Field(
         False,

@@ -9,7 +9,8 @@ the next layer or request reuses them. The price: the process's resident memory 
 peak (bounded per request by the tile and upload limits) instead of falling between requests.
 
 glibc reads these tunables only when a process starts, so `atelier` restarts itself once
-with them set (`restart_with_kept_memory`); `ATELIER_KEEP_FREED_MEMORY=false` opts out.
+with them set (`restart_with_kept_memory`); `ATELIER_KEEP_FREED_MEMORY=false` opts out, and
+`ATELIER_CPU_SHRINK_ARENA=true` implies it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import os
 import platform
 import sys
 from collections.abc import Mapping
+
+from app.core.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,12 @@ def heap_policy(environ: Mapping[str, str] = os.environ) -> str:
     if platform.libc_ver()[0] != "glibc":
         return "system allocator (not glibc)"
     return "glibc, freed memory kept" if keeps_freed_memory(environ) else "glibc defaults"
+
+
+def wants_kept_memory(settings: Settings) -> bool:
+    """The setting, unless onnxruntime is asked to shrink its arena after every run: what it
+    frees would stay in the heap, and resident memory would grow instead of staying flat."""
+    return settings.keep_freed_memory and not settings.cpu_shrink_arena
 
 
 def restart_with_kept_memory(enabled: bool) -> None:

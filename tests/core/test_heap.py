@@ -10,7 +10,14 @@ import textwrap
 
 import pytest
 
-from app.core.heap import KEPT_MEMORY, TUNABLES, keeps_freed_memory, with_kept_memory
+from app.core.config import Settings
+from app.core.heap import (
+    KEPT_MEMORY,
+    TUNABLES,
+    keeps_freed_memory,
+    wants_kept_memory,
+    with_kept_memory,
+)
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc tunables")
 
@@ -73,3 +80,10 @@ def test_kept_memory_stops_big_blocks_faulting_in_again() -> None:
     kept = int(_run(FAULTS, **{TUNABLES: with_kept_memory("")}))
     assert default > 5 * pages
     assert kept < 2 * pages
+
+
+def test_a_shrinking_onnxruntime_arena_gets_glibc_defaults() -> None:
+    """What onnxruntime shrinks its arena by goes back to the heap, which must return it."""
+    assert wants_kept_memory(Settings())
+    assert not wants_kept_memory(Settings(keep_freed_memory=False))
+    assert not wants_kept_memory(Settings(cpu_shrink_arena=True))
