@@ -47,6 +47,7 @@ from PIL import Image
 from torch import Tensor
 
 from app.core.config import Settings
+from app.core.heap import restart_with_kept_memory
 from app.gatys.optimize import LBFGS_HISTORY
 from app.perceptual.backbones import Backbone, LossWeights, load_backbone
 from app.perceptual.losses import content_loss, gram_matrix, style_loss, total_variation_loss
@@ -317,7 +318,7 @@ def plot(results: list[dict], path: Path) -> None:
             if panel and panel[0].get("official") is not None:
                 official, ours = panel[0]["official"]
                 axis.axhline(official, color="black", linestyle=":", label="official, full size")
-                if ours is not None:
+                if ours is not None and ours != panel[0]["network"]:  # equal at full size
                     axis.axhline(ours, color="tab:red", linestyle=":", label="ours, full size")
             if panel:
                 axis.set_title(f"{style}, {size} px ({panel[0]['photo']})", fontsize=9)
@@ -438,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         help="where L-BFGS starts: the photo, or the paper's white noise (both: one curve each)",
     )
     args = parser.parse_args(argv)
+    restart_with_kept_memory(True)  # as `atelier` runs: torch reuses its freed activations
     torch.set_num_threads(args.threads)
 
     overrides = {}
