@@ -1,8 +1,9 @@
 """The C heap's policy for big, short-lived buffers: keep freed memory for the next run.
 
-Why: every network call allocates and frees its activations, blocks of tens to hundreds of
-megabytes, in OpenVINO, onnxruntime and torch alike. glibc serves blocks that large with a
-fresh `mmap` and unmaps them on `free`, so every run page-faults all of that memory in again
+Why: torch allocates and frees its activations, blocks of tens to hundreds of megabytes, on
+every layer of every call (Gatys evaluations, training steps, the eager backend; OpenVINO's
+compiled graphs and onnxruntime's arena keep theirs). glibc serves blocks that large with a
+fresh `mmap` and unmaps them on `free`, so every call page-faults all of that memory in again
 and the kernel zeroes it page by page: system time that can rival the model's own compute.
 With one arena, no `mmap` for big blocks and no trimming, freed blocks stay in the heap and
 the next layer or request reuses them. The price: the process's resident memory stays at its
@@ -48,7 +49,7 @@ def keeps_freed_memory(environ: Mapping[str, str] = os.environ) -> bool:
 
 
 def heap_policy(environ: Mapping[str, str] = os.environ) -> str:
-    """A short description for logs and metadata."""
+    """A short description for the service's start-up log line."""
     if platform.libc_ver()[0] != "glibc":
         return "system allocator (not glibc)"
     return "glibc, freed memory kept" if keeps_freed_memory(environ) else "glibc defaults"
