@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +40,15 @@ from machine import machine_header
 from PIL import Image
 from print_size import CACHE, REPO, RESULTS, SHARED, make_upload, status_bytes, style_runner
 
-from app.core.heap import TUNABLES, with_kept_memory
+from app.core.heap import heap_environ
 
 POLICIES = ("glibc defaults", "kept")
+Run = Callable[[], object]  # one run of a workload
 PAINTING = SHARED / "images" / "paintings" / "starry_night.jpg"
 PHOTO = SHARED / "images" / "photos" / "tubingen.jpg"
 
 
-def workload(spec: str, threads: int, gatys_iterations: int, train_steps: int) -> object:
+def workload(spec: str, threads: int, gatys_iterations: int, train_steps: int) -> Run:
     """A callable that does one run of `spec`, prepared (networks loaded and warmed small)."""
     import torch
 
@@ -61,7 +63,7 @@ def workload(spec: str, threads: int, gatys_iterations: int, train_steps: int) -
     raise SystemExit(f"unknown workload {spec!r}")
 
 
-def _predict(arg: str, threads: int) -> object:
+def _predict(arg: str, threads: int) -> Run:
     from app.imaging.encode import OutputFormat
     from app.serving.predict import PredictOptions, predict_bytes
     from app.serving.tiling import TileOptions
@@ -77,7 +79,7 @@ def _predict(arg: str, threads: int) -> object:
     return lambda: predict_bytes(runner, data, options, max_pixels=50_000_000, min_side=1)
 
 
-def _gatys(size: int, iterations: int) -> object:
+def _gatys(size: int, iterations: int) -> Run:
     import torch
 
     from app.core.config import Settings
@@ -95,7 +97,7 @@ def _gatys(size: int, iterations: int) -> object:
     return lambda: run(content, [style], options, backbone, device=device, bf16=bf16)
 
 
-def _train(crop: int, steps: int) -> object:
+def _train(crop: int, steps: int) -> Run:
     import torch
 
     from app.core.config import Settings
@@ -128,7 +130,7 @@ def child(spec: str, args: argparse.Namespace) -> None:
     measured = []
     for _ in range(runs):
         before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        once()  # type: ignore[operator]
+        once()
         seconds, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
         measured.append(
             {
@@ -143,10 +145,8 @@ def child(spec: str, args: argparse.Namespace) -> None:
 
 
 def run_child(spec: str, policy: str, args: argparse.Namespace) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != TUNABLES}
+    env = heap_environ(os.environ, kept=policy == "kept")
     env["OMP_NUM_THREADS"] = str(args.threads)
-    if policy == "kept":
-        env[TUNABLES] = with_kept_memory("")
     command = [sys.executable, __file__, "--child", spec, "--runs", str(args.runs)]
     command += ["--threads", str(args.threads), "--gatys-iterations", str(args.gatys_iterations)]
     command += ["--train-steps", str(args.train_steps)]

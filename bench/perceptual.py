@@ -175,14 +175,19 @@ def resized(image: Tensor, like: Tensor) -> Tensor:
 
 
 def official_scores(
-    objective: Objective, net: torch.nn.Module | None, photo_path: Path, photo: Tensor, style: str
+    objective: Objective,
+    net: torch.nn.Module | None,
+    photo_path: Path,
+    photo: Tensor,
+    targets: dict[str, Tensor],
+    style: str,
 ) -> tuple[float, float | None] | None:
-    """(official output, ours at the same full size), both resized to `photo` and scored;
-    None where ../shared holds no official output of this photo and style."""
+    """(official output, ours at the same full size), both resized to `photo` and scored
+    against its `targets`; None where ../shared holds no official output of this photo and
+    style."""
     path = OFFICIAL / f"{photo_path.stem}-{style}.jpg"
     if not path.is_file():
         return None
-    targets = objective.photo_features(photo)
     with Image.open(path) as image:
         official = to_batch(np.asarray(image.convert("RGB")).copy())
     ours = None
@@ -465,14 +470,15 @@ def main(argv: list[str] | None = None) -> int:
             objective = build_objective(backbone, painting, style_weight, style_size)
             for photo_path in photos:
                 photo = load_image(photo_path, size)
+                targets = objective.photo_features(photo)
                 network, net = None, None
                 if style in networks:
                     net = load_transformer_net(networks[style])
                     with torch.no_grad():
                         output = to_batch(stylize_array(net, photo))
-                    network = objective.score(output, objective.photo_features(photo))
+                    network = objective.score(output, targets)
                 official = (
-                    official_scores(objective, net, photo_path, photo, style)
+                    official_scores(objective, net, photo_path, photo, targets, style)
                     if args.official
                     else None
                 )

@@ -173,12 +173,10 @@ def run_child(
     backend: str,
     heap: str,
 ) -> dict[str, float]:
-    from app.core.heap import TUNABLES, with_kept_memory
+    from app.core.heap import heap_environ
 
-    env = {k: v for k, v in os.environ.items() if k != TUNABLES}
+    env = heap_environ(os.environ, kept=heap == "kept")  # kept: as `atelier` runs
     env["OMP_NUM_THREADS"] = str(threads)
-    if heap == "kept":  # as `atelier` runs (app/core/heap.py)
-        env[TUNABLES] = with_kept_memory(os.environ.get(TUNABLES, ""))
     command = [sys.executable, __file__, "--child", variant, str(upload), str(output)]
     command += ["--tile-size", str(tile_size), "--threads", str(threads), "--device", device]
     command += ["--backend", backend]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import sys
 from collections.abc import Mapping
 
@@ -43,14 +42,32 @@ def with_kept_memory(tunables: str) -> str:
     return ":".join(f"{name}={value}" for name, value in {**entries, **KEPT_MEMORY}.items())
 
 
+def heap_environ(environ: Mapping[str, str], *, kept: bool) -> dict[str, str]:
+    """A copy of `environ` for a process with the kept-memory tunables, or with none (glibc's
+    defaults)."""
+    result = {name: value for name, value in environ.items() if name != TUNABLES}
+    if kept:
+        result[TUNABLES] = with_kept_memory(environ.get(TUNABLES, ""))
+    return result
+
+
 def keeps_freed_memory(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether this environment's tunables hold the kept-memory entries."""
     return with_kept_memory(environ.get(TUNABLES, "")) == environ.get(TUNABLES)
 
 
+def on_glibc() -> bool:
+    """Whether this process runs on glibc (asked of the C library, not by scanning the
+    interpreter's binary as `platform.libc_ver` does)."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (ValueError, OSError):  # the name is unknown off glibc
+        return False
+
+
 def heap_policy(environ: Mapping[str, str] = os.environ) -> str:
     """A short description for the service's start-up log line."""
-    if platform.libc_ver()[0] != "glibc":
+    if not on_glibc():
         return "system allocator (not glibc)"
     return "glibc, freed memory kept" if keeps_freed_memory(environ) else "glibc defaults"
 
@@ -67,10 +84,9 @@ def restart_with_kept_memory(enabled: bool) -> None:
     A no-op where it is off, already in effect, or not glibc (musl, macOS). Called first
     thing by the `atelier` command: nothing done before it is lost but imports.
     """
-    if not enabled or keeps_freed_memory() or platform.libc_ver()[0] != "glibc":
+    if not enabled or keeps_freed_memory() or not on_glibc():
         return
-    environ = {**os.environ, TUNABLES: with_kept_memory(os.environ.get(TUNABLES, ""))}
     try:
-        os.execve(sys.executable, sys.orig_argv, environ)
+        os.execve(sys.executable, sys.orig_argv, heap_environ(os.environ, kept=True))
     except OSError as error:
         log.warning("could not restart with freed memory kept (%s); glibc defaults", error)

@@ -139,7 +139,7 @@ def test_a_frame_over_the_limit_is_refused_before_it_is_buffered(server: Server)
 
 
 def test_atelier_serve_passes_the_frame_limit_to_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.cli import serve
+    from app.cli.commands import serve
 
     captured: dict = {}
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: captured.update(kwargs))

@@ -10,7 +10,7 @@ from conftest import decode_rgb, encode, mean_abs_diff, pattern
 from PIL import Image
 from typer.testing import CliRunner
 
-from app.cli import cli
+from app.cli.commands import cli
 from app.styles.builtin import BUILTIN_STYLES
 
 

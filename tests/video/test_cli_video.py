@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from app.cli import cli
+from app.cli.commands import cli
 
 
 @pytest.fixture
