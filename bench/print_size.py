@@ -7,7 +7,9 @@ size so load drifts hit them alike:
 
 - `untiled`: the whole image in one network call (only up to `--untiled-max` MP);
 - `tiled exact`: the whole image's statistics, the network's segments run band by band
-  (bands of at most ATELIER_TILE_SIZE^2 pixels; `app/serving/bands.py`), the default;
+  (bands of at most ATELIER_TILE_SIZE^2 / 4 pixels; `app/serving/bands.py`), with the residual
+  stack run whole where it fits, the default;
+- `tiled bands`: the same with every segment in bands (ATELIER_TILE_WHOLE_STACK=false);
 - `tiled downscaled`: tiles with statistics from a downscaled copy.
 
 The children run with freed memory kept in the heap, as `atelier` runs (app/core/heap.py);
@@ -63,8 +65,8 @@ PHOTO = SHARED / "images" / "photos" / "tubingen.jpg"
 STYLE = "mosaic-atelier"
 CACHE = REPO / "data" / "cache"  # converted weights and exports, kept between runs
 RESULTS = REPO / "bench" / "results" / "print-size"  # uploads and outputs (git-ignored)
-VARIANTS = ("untiled", "tiled exact", "tiled downscaled")
-STATS = {"tiled exact": "exact", "tiled downscaled": "downscaled"}
+VARIANTS = ("untiled", "tiled exact", "tiled bands", "tiled downscaled")
+STATS = {"tiled exact": "exact", "tiled bands": "exact", "tiled downscaled": "downscaled"}
 
 
 def status_bytes(field: str) -> int:
@@ -107,6 +109,7 @@ def child(
     tiles = TileOptions(
         tile_size=tile_size if variant != "untiled" else 50_000,
         stats=STATS.get(variant, "exact"),  # type: ignore[arg-type]
+        whole_stack=variant != "tiled bands",
     )
     runner, choice = style_runner(tiles, threads, device, backend)
     data = upload.read_bytes()
@@ -258,7 +261,7 @@ def piece_borders(
 
     height, width = height + (-height) % 4, width + (-width) % 4
     options = TileOptions(tile_size=tile_size)
-    if variant == "tiled exact":
+    if variant in ("tiled exact", "tiled bands"):
         return [band.top for band in bands(height, width, options.band_pixels, reach=8)[1:]], []
     rows = axis_tiles(height, tile_size, options.context, options.blend)
     cols = axis_tiles(width, tile_size, options.context, options.blend)

@@ -67,6 +67,7 @@ class Segment:
     reach: int  # input rows (at full resolution) an output row depends on, above or below
     input_shapes: tuple[tuple[int, ...], ...]  # of `inputs` on the sample: for exports
     handed_on: tuple[bool, ...]  # per input: a map another segment made
+    whole: bool = False  # a merged run (`merge`): valid on the whole image only, never in bands
 
     def example(self) -> tuple[torch.Tensor, ...]:
         """Inputs of the right shapes to export this segment with."""
@@ -143,6 +144,101 @@ def band_moments(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             (deviation.sum(dim=3) * weights).sum(dim=(0, 2)),
             ((deviation * deviation).sum(dim=3) * weights).sum(dim=(0, 2)),
         ]
+    )
+
+
+class _MergedModule(nn.Module):
+    """Consecutive segments as one graph. Each inner norm's statistics are those of the map
+    the graph holds, so it computes the network exactly when that map is the whole image."""
+
+    def __init__(self, segments: Sequence[Segment], inputs: tuple[str, ...], outputs: list[str]):
+        super().__init__()
+        self.parts = nn.ModuleList(s.module for s in segments)
+        self.reads = [s.inputs for s in segments]
+        self.makes = [[v.name for v in s.outputs] for s in segments]
+        self.inputs = inputs
+        self.outputs = outputs
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        values = dict(zip(self.inputs, inputs, strict=True))
+        last = len(self.parts) - 1
+        moments: tuple[torch.Tensor, ...] = ()
+        steps = zip(self.parts, self.reads, self.makes, strict=True)
+        for k, (part, reads, makes) in enumerate(steps):
+            assert isinstance(part, _SegmentModule)
+            if k < last:
+                results = part.graph(*(values[name] for name in reads[: part.arity]))
+                assert part.collect is not None  # every inner segment ends at a norm
+                var, mean = torch.var_mean(results[part.collect], dim=(2, 3), correction=0)
+                values[MEAN], values[VAR] = mean, var
+            else:
+                results = part(*(values[name] for name in reads))
+                moments = tuple(results[len(makes) :])  # the closing norm's, if it sums one
+                results = results[: len(makes)]
+            values.update(zip(makes, results, strict=True))
+        return (*(values[name] for name in self.outputs), *moments)
+
+
+def deepest_run(network: SegmentedNetwork) -> tuple[int, int] | None:
+    """The longest run of two or more segments whose maps all lie at the network's coarsest
+    scale (a residual stack): the part with the fewest values per image pixel, so the part
+    that can run on the whole image at sizes where the full-resolution layers cannot."""
+    scales = [[v.scale for v in _maps(network, s)] for s in network.segments]
+    deepest = max(scale for found in scales for scale in found)
+    best: tuple[int, int] | None = None
+    start: int | None = None
+    for k, found in enumerate([*scales, []]):
+        if found and all(scale == deepest for scale in found):
+            start = k if start is None else start
+            continue
+        if start is not None and k - start >= 2 and (best is None or k - start > best[1] - best[0]):
+            best = (start, k - 1)
+        start = None
+    return best
+
+
+def _maps(network: SegmentedNetwork, segment: Segment) -> list[Value]:
+    """The maps a segment reads and writes."""
+    values = network.values()
+    read = [values[name] for name in segment.inputs if name in values]
+    return [v for v in [*read, *segment.outputs] if v.spatial]
+
+
+def merge(network: SegmentedNetwork, first: int, last: int) -> Segment:
+    """Segments `first`..`last` as one segment that runs on the whole image (`whole`): no
+    cut between them, so no maps handed on and one graph to compile, for the memory of their
+    maps at the whole image's size."""
+    chain = network.segments[first : last + 1]
+    later = {name for s in network.segments[last + 1 :] for name in s.inputs}
+    final = network.segments[-1].outputs[-1].name
+    made: set[str] = set()
+    inputs: dict[str, tuple[tuple[int, ...], bool]] = {}
+    for k, segment in enumerate(chain):
+        for name, shape, handed in zip(
+            segment.inputs, segment.input_shapes, segment.handed_on, strict=True
+        ):
+            inner = name in made or (k > 0 and name in (MEAN, VAR))
+            if not inner and (name != ROWS or k == len(chain) - 1):
+                inputs.setdefault(name, (shape, handed))
+        made.update(v.name for v in segment.outputs)
+    rows = inputs.pop(ROWS, None)  # last, as in every segment that collects
+    if rows is not None:
+        inputs[ROWS] = rows
+    outputs = [v for s in chain for v in s.outputs if v.name in later or v.name == final]
+    names = tuple(inputs)
+    closing = chain[-1]
+    return Segment(
+        module=_MergedModule(chain, names, [v.name for v in outputs]),
+        inputs=names,
+        outputs=tuple(outputs),
+        norm=chain[0].norm,
+        collects=closing.collects,
+        collected=closing.collected,
+        collect_scale=closing.collect_scale,
+        reach=sum(s.reach for s in chain),
+        input_shapes=tuple(shape for shape, _ in inputs.values()),
+        handed_on=tuple(handed for _, handed in inputs.values()),
+        whole=True,
     )
 
 

@@ -12,11 +12,15 @@ next segment applies. The last segment writes its pixels straight into the uint8
 
 Working memory is one band's activations (`band_pixels` bounds a band with its margins);
 compute is one inference plus the margins; the price is writing and reading every cut's
-activations once.
+activations once. Where the image is small enough, the network's coarsest part (its residual
+stack, a `WholeRun`) runs as one graph over the whole image instead (`plan`): its maps hold
+the fewest values per pixel, and every cut it saves is a hand-on, a compile and a pass of
+moments saved.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Sequence
@@ -26,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from app.nets.segments import MEAN, ROWS, VAR, SegmentedNetwork, Value
+from app.nets.segments import MEAN, ROWS, VAR, Segment, SegmentedNetwork, Value
 from app.serving.pixels import SIDE_MULTIPLE
 from app.serving.tiling import combine_moments
 
@@ -188,6 +192,51 @@ class _Values:
         self.drop(list(self.files))
 
 
+@dataclass(frozen=True)
+class WholeRun:
+    """Segments `first`..`last` merged into one (`app.nets.segments.merge`) on a backend: run
+    on the whole image instead of band by band where its maps fit the budget (`plan`)."""
+
+    first: int
+    last: int
+    segment: Segment
+    call: SegmentBackend
+
+
+# What a merged run holds per value of its widest map, over what the whole network holds per
+# value of its own widest map: its inputs, outputs and inner maps are alive together in the
+# request's buffers (measured on TransformerNet, docs/print-size.md).
+WHOLE_RUN_COST = 2.5
+
+
+def plan(
+    network: SegmentedNetwork,
+    calls: Sequence[SegmentBackend],
+    whole: WholeRun | None,
+    pixels: int,
+    largest_whole: int,
+) -> tuple[SegmentedNetwork, list[SegmentBackend]]:
+    """The segments an image of `pixels` runs: the merged run in place of its segments where
+    it costs no more memory than the whole network at `largest_whole` pixels (the largest
+    image that runs untiled), else every segment in bands."""
+    widest = max(_values_per_pixel(network, s) for s in network.segments)
+    cost = pixels * _values_per_pixel(network, whole.segment) * WHOLE_RUN_COST if whole else 0
+    if whole is None or cost > largest_whole * widest:
+        return network, list(calls)
+    segments = network.segments
+    chosen = (*segments[: whole.first], whole.segment, *segments[whole.last + 1 :])
+    runs = [*calls[: whole.first], whole.call, *calls[whole.last + 1 :]]
+    return dataclasses.replace(network, segments=chosen), runs
+
+
+def _values_per_pixel(network: SegmentedNetwork, segment: Segment) -> float:
+    """Values per image pixel of the widest map a segment reads or writes."""
+    values = network.values()
+    maps = [values[n] for n in segment.inputs if n in values and values[n].spatial]
+    maps += [v for v in segment.outputs if v.spatial]
+    return max(v.channels / (v.scale * v.scale) for v in maps)
+
+
 def stylize_banded(
     image: np.ndarray,
     network: SegmentedNetwork,
@@ -195,18 +244,24 @@ def stylize_banded(
     condition: Sequence[np.ndarray],
     band_pixels: int,
 ) -> np.ndarray:
-    """Stylize an HxWx3 uint8 image (sides multiples of 4) band by band; same size out."""
+    """Stylize an HxWx3 uint8 image (sides multiples of 4) band by band; same size out. A
+    `whole` segment (a merged run, see `plan`) runs once, over the whole image."""
     height, width = image.shape[:2]
     segments = network.segments
     last_reader = {name: k for k, s in enumerate(segments) for name in s.inputs}
-    stats: list[tuple[np.ndarray, np.ndarray]] = []
+    stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by norm layer
     with tempfile.TemporaryDirectory(prefix="atelier-bands-") as folder:
         scratch = _Scratch(Path(folder))
         values = _Values(image, network, condition, scratch)
         try:
             for k, (segment, call) in enumerate(zip(segments, calls, strict=True)):
                 parts = []
-                for band in _largest_first(bands(height, width, band_pixels, segment.reach)):
+                pieces = (
+                    [Band(0, height, 0, height)]
+                    if segment.whole
+                    else _largest_first(bands(height, width, band_pixels, segment.reach))
+                )
+                for band in pieces:
                     feeds = []
                     for name in segment.inputs:
                         if name in (MEAN, VAR):
@@ -227,7 +282,7 @@ def stylize_banded(
                 call.release()
                 if segment.collects is not None:
                     mean, var = combine_moments(parts)
-                    stats.append((mean.astype(np.float32), var.astype(np.float32)))
+                    stats[segment.collects] = (mean.astype(np.float32), var.astype(np.float32))
                 values.drop([n for n, last in last_reader.items() if last == k])
         finally:
             values.close()

@@ -89,8 +89,12 @@ class OpenVinoSegment:
         bf16_inputs: frozenset[str],
         bf16_outputs: frozenset[str],
         threads: int | None = None,
+        static_shapes: bool = False,
     ) -> None:
+        """`static_shapes`: compile for the shapes of the first run after each release (a
+        segment run once per image, whose plan then shares buffers across its layers)."""
         self.path = path
+        self._static = static_shapes
         self._input_names = input_names
         self._bf16_inputs = bf16_inputs
         self._bf16_outputs = bf16_outputs
@@ -105,13 +109,9 @@ class OpenVinoSegment:
         `release()`, so the caller consumes each result before the next band."""
         import openvino as ov
 
-        if self._compiled is None:
-            if self._model is None:
-                self._model = self._bf16_model()
-            self._compiled = _compile(self._model, self._threads)
-            self._request = self._compiled.create_infer_request()  # type: ignore[attr-defined]
-            self._graph_inputs = {name for port in self._compiled.inputs for name in port.names}  # type: ignore[attr-defined]
-        compiled, request = self._compiled, self._request
+        if self._model is None:
+            self._model = self._bf16_model()
+            self._graph_inputs = {name for port in self._model.inputs for name in port.names}  # type: ignore[attr-defined]
         feeds: dict[str, object] = {}
         for name, value in zip(self._input_names, inputs, strict=True):
             if name not in self._graph_inputs:
@@ -121,6 +121,14 @@ class OpenVinoSegment:
                 feeds[name] = ov.Tensor(bits, bits.shape, ov.Type.bf16)
             else:
                 feeds[name] = value
+        if self._compiled is None:
+            if self._static:
+                given = zip(self._input_names, inputs, strict=True)
+                shapes = {name: list(np.shape(v)) for name, v in given if name in feeds}
+                self._model.reshape(shapes)  # type: ignore[attr-defined]
+            self._compiled = _compile(self._model, self._threads)
+            self._request = self._compiled.create_infer_request()  # type: ignore[attr-defined]
+        compiled, request = self._compiled, self._request
         result = request.infer(feeds, share_inputs=True, share_outputs=True)  # type: ignore[attr-defined]
         # a bf16 output comes back as float16-typed bits
         return [

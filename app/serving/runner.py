@@ -29,8 +29,15 @@ from app.nets.norm_stats import (
     RecordStats,
     probe_layout,
 )
-from app.nets.segments import ROWS, Segment, SegmentedNetwork, split_at_norms
-from app.serving.bands import SegmentBackend, stylize_banded
+from app.nets.segments import (
+    ROWS,
+    Segment,
+    SegmentedNetwork,
+    deepest_run,
+    merge,
+    split_at_norms,
+)
+from app.serving.bands import SegmentBackend, WholeRun, plan, stylize_banded
 from app.serving.cpu_precision import Precision
 from app.serving.onnx_backend import DynamicAxes, OnnxModule, cached_export
 from app.serving.pixels import network_input, pad_for_network
@@ -111,7 +118,7 @@ class StyleRunner:
         self._transformers: dict[str, Network] = {}
         self._transformer_pixels: dict[str, _NetworkPixels] = {}
         self._stats_networks: dict[str, StatsNetworks] = {}
-        self._segmented: dict[str, tuple[SegmentedNetwork, list[SegmentBackend]]] = {}
+        self._segmented: dict[str, _Segmented] = {}
         self._lock = threading.Lock()
         self._banded_lock = threading.Lock()
         predictor_state, transformer_state = convert_arbitrary(
@@ -152,12 +159,20 @@ class StyleRunner:
                 log.exception("OpenVINO could not compile %s; running it in fp32", path.name)
         return self._onnx_module(path, names, tile_graph=tile_graph)
 
-    def _segment_backend(
-        self, segment: Segment, axes: DynamicAxes, output_names: list[str]
-    ) -> SegmentBackend:
+    def _segment_backend(self, segment: Segment, network: SegmentedNetwork) -> SegmentBackend:
         """A network segment run band by band (`bands`), on the same path as `_image_network`.
         On OpenVINO it is compiled for each image and dropped after its bands, and hands its
-        maps on in bf16."""
+        maps on in bf16; a merged run is compiled for its one shape."""
+        values = network.values()
+        output_names = [v.name for v in segment.outputs]
+        axes: DynamicAxes = {}
+        for value in [values[n] for n in segment.inputs if n in values] + list(segment.outputs):
+            if value.spatial:
+                rows, cols = (1, 2) if value.layout == "nhwc" else (2, 3)
+                axes[value.name] = {rows: f"h{value.scale}", cols: f"w{value.scale}"}
+        if segment.collects is not None:
+            axes[ROWS] = {0: f"h{segment.collect_scale}"}
+            output_names.append("moments")
         names = list(segment.inputs)
         path = self._export(segment.module, segment.example(), names, axes, output_names)
         if path is None:
@@ -172,6 +187,7 @@ class StyleRunner:
                     bf16_inputs=frozenset(segment.maps_in),
                     bf16_outputs=frozenset(segment.maps_out),
                     threads=self._threads,
+                    static_shapes=segment.whole,
                 )
             except Exception:
                 log.exception("OpenVINO could not compile %s; running it in fp32", path.name)
@@ -294,7 +310,11 @@ class StyleRunner:
     def _stylize_banded(
         self, frames: np.ndarray, name: str, pixels: _NetworkPixels, condition: list[np.ndarray]
     ) -> list[np.ndarray]:
-        network, calls = self._built_once(self._segmented, name, pixels, self._build_segments)
+        built = self._built_once(self._segmented, name, pixels, self._build_segments)
+        height, width = frames.shape[1:3]
+        tile_size = self.tiles.tile_size
+        whole = built.whole if self.tiles.whole_stack else None
+        network, calls = plan(built.network, built.calls, whole, height * width, tile_size**2)
         band_pixels = self.tiles.band_pixels
         # One print-size image at a time: its working memory is the bound the settings
         # promise, and a segment's buffers are released only when no band is using them.
@@ -332,30 +352,25 @@ class StyleRunner:
         with self._lock:
             return key, self._transformer_pixels[key]
 
-    def _build_segments(
-        self, pixels: _NetworkPixels
-    ) -> tuple[SegmentedNetwork, list[SegmentBackend]]:
+    def _build_segments(self, pixels: _NetworkPixels) -> _Segmented:
         """One network cut at its norms (`app.nets.segments`), each segment on this runner's
-        backend, with every spatial axis dynamic."""
+        backend, with every spatial axis dynamic; and its residual stack merged, for images
+        small enough to run that part whole."""
         module, sample, _ = pixels
         sample = (torch.rand(1, 3, 128, 128) * 255.0, *sample[1:])
         network = split_at_norms(module, sample)
-        values = network.values()
         name = getattr(module, "export_name", type(module).__name__)
         calls: list[SegmentBackend] = []
         for k, segment in enumerate(network.segments):
             segment.module.export_name = f"{name}-Segment{k}"
-            outputs = [v.name for v in segment.outputs]
-            axes: DynamicAxes = {}
-            for value in [values[n] for n in segment.inputs if n in values] + list(segment.outputs):
-                if value.spatial:
-                    rows, cols = (1, 2) if value.layout == "nhwc" else (2, 3)
-                    axes[value.name] = {rows: f"h{value.scale}", cols: f"w{value.scale}"}
-            if segment.collects is not None:
-                axes[ROWS] = {0: f"h{segment.collect_scale}"}
-                outputs.append("moments")
-            calls.append(self._segment_backend(segment, axes, outputs))
-        return network, calls
+            calls.append(self._segment_backend(segment, network))
+        run = deepest_run(network)
+        if run is None:
+            return _Segmented(network, calls, None)
+        merged = merge(network, *run)
+        merged.module.export_name = f"{name}-Segments{run[0]}to{run[1]}"
+        whole = WholeRun(*run, merged, self._segment_backend(merged, network))
+        return _Segmented(network, calls, whole)
 
     def _build_stats_networks(self, pixels: _NetworkPixels) -> StatsNetworks:
         """Record and inject forms of one network (`downscaled` statistics), on this runner's
@@ -437,6 +452,14 @@ class StyleRunner:
             return choice, strength
         own = self.style_vector(reference)
         return StyleVector(strength * vector + (1.0 - strength) * own), 1.0
+
+
+class _Segmented(NamedTuple):
+    """A network's segments on this runner's backend, and its merged residual stack."""
+
+    network: SegmentedNetwork
+    calls: list[SegmentBackend]
+    whole: WholeRun | None
 
 
 class _NetworkPixels(NamedTuple):

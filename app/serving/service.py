@@ -100,6 +100,7 @@ class Service:
                 tile_size=settings.tile_size or DEFAULT_TILE_SIZE[precision],
                 stats=settings.tile_stats,
                 stats_pixels=settings.tile_stats_pixels,
+                whole_stack=settings.tile_whole_stack,
             ),
         )
         try:

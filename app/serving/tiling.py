@@ -51,13 +51,15 @@ class TileOptions:
     tile_size^2 are tiled. `context`: pixels each tile sees beyond the part it is trusted for
     (the networks' receptive field radius is about 60 px). `blend`: width of the cosine ramp
     between neighbours. `stats_pixels`: size of the downscaled copy for the first statistics
-    estimate (`downscaled` statistics only). `stats`: see the module docstring."""
+    estimate (`downscaled` statistics only). `stats`: see the module docstring.
+    `whole_stack`: `exact` runs the residual stack whole where it fits (`bands.plan`)."""
 
     tile_size: int = 2048
     context: int = 64
     blend: int = 32
     stats: StatsMethod = "exact"
     stats_pixels: int = 1_000_000
+    whole_stack: bool = True
 
     def __post_init__(self) -> None:
         if self.tile_size % SIDE_MULTIPLE:

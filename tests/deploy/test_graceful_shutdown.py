@@ -176,6 +176,8 @@ def refuses_connections(port: int, within_s: float) -> bool:
                 pass
         except ConnectionRefusedError:
             return True
+        except ConnectionResetError:
+            pass  # the listener closed under a connection in its backlog: ask again
         time.sleep(0.02)
     return False
 

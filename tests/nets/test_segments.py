@@ -7,6 +7,8 @@ own moments nor the tiling code is trusted to check it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,16 @@ from conftest import pattern
 
 from app.nets.arbitrary import ArbitraryTransformer
 from app.nets.multistyle import NUM_STYLES, MultiStyleNet
-from app.nets.segments import MEAN, ROWS, VAR, SegmentedNetwork, band_moments, split_at_norms
+from app.nets.segments import (
+    MEAN,
+    ROWS,
+    VAR,
+    SegmentedNetwork,
+    band_moments,
+    deepest_run,
+    merge,
+    split_at_norms,
+)
 from app.serving.pixels import network_input
 from app.serving.torch_backend import PixelScale
 from app.weights.checkpoints import load_transformer_net
@@ -83,6 +94,39 @@ def test_chain_reproduces_the_network(kind: str) -> None:
     assert chained.shape == reference.shape == (1, 72, 96, 3)
     assert np.abs(chained - reference).max() <= 1
     assert reference.std() > 5  # a picture, not a constant
+
+
+@pytest.mark.parametrize("kind", ["transformer", "multistyle", "arbitrary"])
+def test_a_merged_run_reproduces_the_network(kind: str) -> None:
+    """The coarsest run of segments merged into one, its inner norms' statistics taken inside
+    it: with the whole image, the chain still computes the network."""
+    module, condition = _network(kind)
+    network = split_at_norms(module, (torch.rand(1, 3, 128, 128) * 255.0, *condition))
+    run = deepest_run(network)
+    assert run is not None and run[1] - run[0] >= 4  # a residual stack, not a pair
+    merged = merge(network, *run)
+    assert merged.whole and merged.norm == network.segments[run[0]].norm
+    assert merged.collects == network.segments[run[1]].collects
+    segments = (*network.segments[: run[0]], merged, *network.segments[run[1] + 1 :])
+    pixels = pattern(96, 72, seed=1)
+    with torch.no_grad():
+        reference = module(torch.from_numpy(network_input(pixels)), *condition).numpy()
+    image = torch.from_numpy(network_input(pixels))
+    values = _run_chain(dataclasses.replace(network, segments=segments), image, condition)
+    chained = values[network.segments[-1].outputs[-1].name].numpy()
+    assert np.abs(chained.astype(np.int16) - reference.astype(np.int16)).max() <= 1
+
+
+def test_the_deepest_run_is_transformer_nets_residual_stack() -> None:
+    """Segments 3-12 read and write only maps at a quarter of the side (five blocks of two
+    norms); the merged run reads the stack's input and hands on the last block's two maps."""
+    module, _ = _network("transformer")
+    network = split_at_norms(module, (torch.rand(1, 3, 128, 128) * 255.0,))
+    assert deepest_run(network) == (3, 12)
+    merged = merge(network, 3, 12)
+    assert merged.inputs == (MEAN, VAR, network.segments[2].outputs[0].name, ROWS)
+    assert {v.name for v in merged.outputs} == set(network.segments[13].maps_in)
+    assert all(v.scale == 4 for v in merged.outputs)
 
 
 def test_segments_say_what_they_read_and_how_far() -> None:

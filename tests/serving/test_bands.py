@@ -14,8 +14,8 @@ import torch
 from conftest import pattern
 from ml_dtypes import bfloat16
 
-from app.nets.segments import Segment, SegmentedNetwork, split_at_norms
-from app.serving.bands import bands, stylize_banded
+from app.nets.segments import Segment, SegmentedNetwork, deepest_run, merge, split_at_norms
+from app.serving.bands import WHOLE_RUN_COST, WholeRun, bands, plan, stylize_banded
 from app.serving.pixels import network_input
 from app.serving.torch_backend import PixelScale
 from app.weights.checkpoints import load_transformer_net
@@ -217,3 +217,47 @@ def test_each_segment_runs_its_largest_band_first(
     assert np.abs(banded.astype(np.int16) - whole).max() <= 1
     for seen in rows:
         assert len(seen) >= 4 and seen[0] == max(seen) and len(set(seen)) > 1
+
+
+def _merged(network: SegmentedNetwork) -> WholeRun:
+    first, last = deepest_run(network) or (0, 0)
+    segment = merge(network, first, last)
+    return WholeRun(first, last, segment, _Shapes(segment.module, []))
+
+
+def test_a_whole_run_replaces_its_segments_where_it_fits(
+    mosaic_like: tuple[PixelScale, SegmentedNetwork],
+) -> None:
+    """TransformerNet's stack holds 8 values per pixel (128 channels at a quarter of the
+    side), its widest map 32 (the first convolution's): at WHOLE_RUN_COST times the bytes per
+    value, the stack runs whole up to 1.6 times the largest image that runs untiled, and in
+    bands above."""
+    _, network = mosaic_like
+    calls = [_Torch(s.module, []) for s in network.segments]
+    whole = _merged(network)
+    largest = 1000
+    fits = int(largest * 32 / (8 * WHOLE_RUN_COST))
+    chosen, runs = plan(network, calls, whole, fits, largest)
+    assert len(chosen.segments) == len(network.segments) - 9 and whole.call in runs
+    assert chosen.segments[whole.first] is whole.segment
+    chosen, runs = plan(network, calls, whole, fits + 4, largest)
+    assert chosen == network and runs == calls
+    assert plan(network, calls, None, 4, largest) == (network, calls)
+
+
+def test_a_whole_run_runs_once_and_keeps_the_result(
+    mosaic_like: tuple[PixelScale, SegmentedNetwork],
+) -> None:
+    """The merged stack runs in one piece, the whole image, among segments run in bands;
+    the picture is still the network's."""
+    module, network = mosaic_like
+    whole = _merged(network)
+    rows: list[list[int]] = [[] for _ in network.segments]
+    calls = [_Shapes(s.module, r) for s, r in zip(network.segments, rows, strict=True)]
+    chosen, runs = plan(network, calls, whole, 152 * 200, 152 * 200)
+    banded = stylize_banded(pattern(152, 200, seed=3), chosen, runs, [], band_pixels=152 * 60)
+    reference, _ = _whole_and_banded(module, network, [])
+    assert np.abs(banded.astype(np.int16) - reference).max() <= 1
+    assert whole.call.rows == [200 // 4]  # type: ignore[attr-defined]
+    assert all(len(seen) >= 4 for seen in rows[: whole.first] + rows[whole.last + 1 :])
+    assert all(seen == [] for seen in rows[whole.first : whole.last + 1])

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from ml_dtypes import bfloat16
 
-from app.nets.segments import MEAN, ROWS, VAR
+from app.nets.segments import MEAN, ROWS, VAR, Segment, SegmentedNetwork
+from app.serving.bands import SegmentBackend, WholeRun
 from app.serving.openvino_backend import OpenVinoSegment
 from app.serving.runner import StyleRunner
 from app.styles.catalog import SingleStyle
@@ -16,18 +17,19 @@ from tests.nets.test_transformer_net import transformer_style
 from tests.serving.test_tiling import MOSAIC
 
 
-def test_a_segment_takes_and_gives_its_maps_in_bf16(cache_dir: Path) -> None:
+def _mosaic_segments(cache_dir: Path) -> tuple[SegmentedNetwork, list[SegmentBackend], WholeRun]:
     runner = StyleRunner(torch.device("cpu"), cache_dir, cpu_precision="bf16")
     style = transformer_style(MOSAIC)
     runner.load_transformer(style)
     _, pixels = runner._pixels_for(SingleStyle(style))
-    network, calls = runner._build_segments(pixels)
-    assert all(isinstance(call, OpenVinoSegment) for call in calls)
-    k = 5  # a residual block ends: two maps in (its input, its last convolution's output)
-    segment, call = network.segments[k], calls[k]
-    assert sum(segment.handed_on) == 2 and len(segment.maps_out) == 2
-    generator = torch.Generator().manual_seed(0)
-    rows = 40  # at the segment's scale (a quarter of the image's)
+    network, calls, whole = runner._build_segments(pixels)
+    assert whole is not None
+    return network, calls, whole
+
+
+def _feeds(segment: Segment, rows: int, cols: int, seed: int) -> list[np.ndarray]:
+    """Random inputs for a segment whose maps are all at a quarter of the image's side."""
+    generator = torch.Generator().manual_seed(seed)
     feeds: list[np.ndarray] = []
     for name, shape in zip(segment.inputs, segment.input_shapes, strict=True):
         if name in (MEAN, VAR):
@@ -35,8 +37,18 @@ def test_a_segment_takes_and_gives_its_maps_in_bf16(cache_dir: Path) -> None:
         elif name == ROWS:
             feeds.append(np.ones(rows, np.float32))
         else:
-            x = torch.randn(1, shape[1], rows, 52, generator=generator) * 3.0 + 1.0
+            x = torch.randn(1, shape[1], rows, cols, generator=generator) * 3.0 + 1.0
             feeds.append(x.numpy().astype(bfloat16))  # what the segment before handed on
+    return feeds
+
+
+def test_a_segment_takes_and_gives_its_maps_in_bf16(cache_dir: Path) -> None:
+    network, calls, _ = _mosaic_segments(cache_dir)
+    assert all(isinstance(call, OpenVinoSegment) for call in calls)
+    k = 5  # a residual block ends: two maps in (its input, its last convolution's output)
+    segment, call = network.segments[k], calls[k]
+    assert sum(segment.handed_on) == 2 and len(segment.maps_out) == 2
+    feeds = _feeds(segment, 40, 52, seed=0)  # rows at the segment's scale
     results = call.run_all(*feeds)
     with torch.no_grad():
         expected = segment.module(*(torch.from_numpy(x.astype(np.float32)) for x in feeds))
@@ -48,3 +60,23 @@ def test_a_segment_takes_and_gives_its_maps_in_bf16(cache_dir: Path) -> None:
         assert got.shape == want.shape
         error = np.abs(got.astype(np.float32) - want).max() / np.abs(want).max()
         assert error < 0.02  # bf16 arithmetic, not another computation
+
+
+def test_the_merged_residual_stack_compiles_for_each_image(cache_dir: Path) -> None:
+    """The merged run is compiled for the shape it is given, and again after a release for
+    another: both agree with the merged module in torch (its inner norms included)."""
+    _, _, whole = _mosaic_segments(cache_dir)
+    call = whole.call
+    assert isinstance(call, OpenVinoSegment) and (whole.first, whole.last) == (3, 12)
+    for rows, cols in ((24, 40), (36, 28)):
+        feeds = _feeds(whole.segment, rows, cols, seed=rows)
+        results = call.run_all(*feeds)
+        with torch.no_grad():
+            given = (torch.from_numpy(x.astype(np.float32)) for x in feeds)
+            expected = whole.segment.module(*given)
+        for got, want in zip(results, expected, strict=True):
+            want = want.numpy()
+            assert got.shape == want.shape
+            error = np.abs(got.astype(np.float32) - want).mean() / np.abs(want).mean()
+            assert error < 0.02  # bf16 arithmetic through ten norms, not another computation
+        call.release()
