@@ -61,6 +61,7 @@ log = logging.getLogger("atelier.inference")
 
 Network = Callable[..., np.ndarray]
 _Built = TypeVar("_Built")
+_Backend = TypeVar("_Backend")
 
 
 def runs_exported(device: torch.device, cpu_backend: CpuBackend) -> bool:
@@ -150,14 +151,13 @@ class StyleRunner:
         path = self._export(module, sample, names, axes)
         if path is None:
             return TorchNetwork(module, self.device, self.cuda)
-        if self.cpu_precision == "bf16":
-            try:
-                from app.serving.openvino_backend import OpenVinoModule
 
-                return OpenVinoModule(path, names, threads=self._threads, release_memory=tile_graph)
-            except Exception:
-                log.exception("OpenVINO could not compile %s; running it in fp32", path.name)
-        return self._onnx_module(path, names, tile_graph=tile_graph)
+        def openvino() -> Network:
+            from app.serving.openvino_backend import OpenVinoModule
+
+            return OpenVinoModule(path, names, threads=self._threads, release_memory=tile_graph)
+
+        return self._bf16_or_fp32(openvino, path, names, tile_graph=tile_graph)
 
     def _segment_backend(self, segment: Segment, network: SegmentedNetwork) -> SegmentBackend:
         """A network segment run band by band (`bands`), on the same path as `_image_network`.
@@ -177,21 +177,32 @@ class StyleRunner:
         path = self._export(segment.module, segment.example(), names, axes, output_names)
         if path is None:
             return TorchNetwork(segment.module, self.device, self.cuda)
+
+        def openvino() -> SegmentBackend:
+            from app.serving.openvino_backend import OpenVinoSegment
+
+            return OpenVinoSegment(
+                path,
+                names,
+                bf16_inputs=frozenset(segment.maps_in),
+                bf16_outputs=frozenset(segment.maps_out),
+                threads=self._threads,
+                static_shapes=segment.whole,
+            )
+
+        return self._bf16_or_fp32(openvino, path, names, tile_graph=True)
+
+    def _bf16_or_fp32(
+        self, openvino: Callable[[], _Backend], path: Path, names: list[str], *, tile_graph: bool
+    ) -> _Backend | OnnxModule:
+        """The OpenVINO form of an export where this runner computes in bf16, onnxruntime fp32
+        elsewhere or where OpenVINO fails."""
         if self.cpu_precision == "bf16":
             try:
-                from app.serving.openvino_backend import OpenVinoSegment
-
-                return OpenVinoSegment(
-                    path,
-                    names,
-                    bf16_inputs=frozenset(segment.maps_in),
-                    bf16_outputs=frozenset(segment.maps_out),
-                    threads=self._threads,
-                    static_shapes=segment.whole,
-                )
+                return openvino()
             except Exception:
                 log.exception("OpenVINO could not compile %s; running it in fp32", path.name)
-        return self._onnx_module(path, names, tile_graph=True)
+        return self._onnx_module(path, names, tile_graph=tile_graph)
 
     def _export(
         self,

@@ -25,7 +25,7 @@ from app.nets.norm_stats import (
     RecordStats,
     probe_layout,
 )
-from app.serving.bands import bands
+from app.serving.bands import bands, plan
 from app.serving.pixels import network_input
 from app.serving.runner import StyleRunner
 from app.serving.tiling import (
@@ -132,15 +132,24 @@ def _seam_bands(height: int, width: int) -> np.ndarray:
 
 # The first tiled image of each network exports its segments (13-18 graphs).
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize("whole_stack", [True, False], ids=["stack-whole", "all-bands"])
 @pytest.mark.parametrize("network", ["transformer", "multistyle", "arbitrary"])
 @pytest.mark.parametrize("backend", ["onnxruntime-fp32", "torch", "openvino-bf16"])
-def test_tiled_matches_untiled(runners: dict[str, StyleRunner], backend: str, network: str) -> None:
-    """Tiled against untiled on the same backend. bf16 is the exception: untiled bf16 is itself
-    about one level from fp32 (its own rounding, which tiles realise differently), so there
-    the reference is untiled fp32 and tiles may differ from it by that much, no more."""
+def test_tiled_matches_untiled(
+    runners: dict[str, StyleRunner],
+    backend: str,
+    network: str,
+    whole_stack: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tiled against untiled on the same backend, with the residual stack run whole (at this
+    size it fits) and with every segment in bands. bf16 is the exception: untiled bf16 is
+    itself about one level from fp32 (its own rounding, which tiles realise differently), so
+    there the reference is untiled fp32 and tiles may differ from it by that much, no more."""
     if backend == "openvino-bf16" and not has_fast_bf16():
         pytest.skip("this CPU has no fast bf16: OpenVINO bf16 is not used")
     runner = runners[backend]
+    monkeypatch.setattr(runner, "tiles", dataclasses.replace(TILES, whole_stack=whole_stack))
     pixels = pattern(264, 262, seed=4)  # padded to 264x264: four tiles, odd height
     assert TILES.needs_tiles(264, 264)
     choice = _choice(runner, network)
@@ -155,6 +164,10 @@ def test_tiled_matches_untiled(runners: dict[str, StyleRunner], backend: str, ne
     else:
         reference = _untiled(runner, pixels, choice).astype(np.int16)
     tiled = runner.stylize(pixels, choice).astype(np.int16)
+    built = runner._segmented[runner._pixels_for(choice)[0]]
+    assert built.whole is not None
+    chosen, _ = plan(built.network, built.calls, built.whole, 264 * 264, TILES.tile_size**2)
+    assert built.whole.segment in chosen.segments  # so the stack-whole case runs it
     assert tiled.shape == reference.shape == (262, 264, 3)
     difference = np.abs(tiled - reference)
     band = _seam_bands(264, 264)[:262]
