@@ -109,9 +109,7 @@ class OpenVinoSegment:
         `release()`, so the caller consumes each result before the next band."""
         import openvino as ov
 
-        if self._model is None:
-            self._model = self._bf16_model()
-            self._graph_inputs = {name for port in self._model.inputs for name in port.names}  # type: ignore[attr-defined]
+        model = self._read()
         feeds: dict[str, object] = {}
         for name, value in zip(self._input_names, inputs, strict=True):
             if name not in self._graph_inputs:
@@ -125,8 +123,8 @@ class OpenVinoSegment:
             if self._static:
                 given = zip(self._input_names, inputs, strict=True)
                 shapes = {name: list(np.shape(v)) for name, v in given if name in feeds}
-                self._model.reshape(shapes)  # type: ignore[attr-defined]
-            self._compiled = _compile(self._model, self._threads)
+                model.reshape(shapes)  # type: ignore[attr-defined]
+            self._compiled = _compile(model, self._threads)
             self._request = self._compiled.create_infer_request()  # type: ignore[attr-defined]
         compiled, request = self._compiled, self._request
         result = request.infer(feeds, share_inputs=True, share_outputs=True)  # type: ignore[attr-defined]
@@ -136,9 +134,21 @@ class OpenVinoSegment:
             for port in compiled.outputs  # type: ignore[attr-defined]
         ]
 
+    def check(self) -> None:
+        """Compile once and drop it: a graph OpenVINO cannot take fails here, when the runner
+        can still run it on another backend, not on a request's first band."""
+        _compile(self._read(), self._threads)
+
     def release(self) -> None:
         self._request = None
         self._compiled = None
+
+    def _read(self) -> object:
+        """The model, read once (compiled for each image)."""
+        if self._model is None:
+            self._model = self._bf16_model()
+            self._graph_inputs = {name for port in self._model.inputs for name in port.names}  # type: ignore[attr-defined]
+        return self._model
 
     def _bf16_model(self) -> object:
         """The exported graph (float32 at its edges) with the handed-on maps' tensors in bf16."""

@@ -181,7 +181,7 @@ class StyleRunner:
         def openvino() -> SegmentBackend:
             from app.serving.openvino_backend import OpenVinoSegment
 
-            return OpenVinoSegment(
+            call = OpenVinoSegment(
                 path,
                 names,
                 bf16_inputs=frozenset(segment.maps_in),
@@ -189,6 +189,8 @@ class StyleRunner:
                 threads=self._threads,
                 static_shapes=segment.whole,
             )
+            call.check()
+            return call
 
         return self._bf16_or_fp32(openvino, path, names, tile_graph=True)
 

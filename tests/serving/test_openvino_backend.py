@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from conftest import pattern
 from ml_dtypes import bfloat16
 
 from app.nets.segments import MEAN, ROWS, VAR, Segment, SegmentedNetwork
-from app.serving.bands import SegmentBackend, WholeRun
+from app.serving.bands import SegmentBackend, WholeRun, stylize_banded
+from app.serving.onnx_backend import OnnxModule
 from app.serving.openvino_backend import OpenVinoSegment
 from app.serving.runner import StyleRunner
 from app.styles.catalog import SingleStyle
@@ -80,3 +83,28 @@ def test_the_merged_residual_stack_compiles_for_each_image(cache_dir: Path) -> N
             error = np.abs(got.astype(np.float32) - want).mean() / np.abs(want).mean()
             assert error < 0.02  # bf16 arithmetic through ten norms, not another computation
         call.release()
+
+
+def test_a_segment_openvino_cannot_compile_runs_in_fp32(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner compiles each segment once when it builds them: one OpenVINO refuses runs on
+    onnxruntime fp32 instead, and the image still comes out, instead of failing requests."""
+    check = OpenVinoSegment.check
+
+    def refusing(self: OpenVinoSegment) -> None:
+        if "Segment5-" in self.path.name:
+            raise RuntimeError("unsupported operation")
+        check(self)
+
+    monkeypatch.setattr(OpenVinoSegment, "check", refusing)
+    network, calls, _ = _mosaic_segments(cache_dir)
+    assert isinstance(calls[5], OnnxModule)
+    assert all(isinstance(c, OpenVinoSegment) for k, c in enumerate(calls) if k != 5)
+    pixels = pattern(72, 64, seed=2)
+    banded = stylize_banded(pixels, network, calls, [], band_pixels=64 * 24)
+    runner = StyleRunner(torch.device("cpu"), cache_dir, cpu_precision="fp32")
+    style = transformer_style(MOSAIC)
+    runner.load_transformer(style)
+    reference = runner.stylize(pixels, SingleStyle(style)).astype(np.int16)
+    assert np.abs(banded.astype(np.int16) - reference).mean() < 1.0
