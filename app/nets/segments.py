@@ -90,6 +90,12 @@ class SegmentedNetwork:
     inputs: tuple[Value, ...]  # the network's own inputs: the image, then its conditions
     channels: tuple[int, ...]  # per norm layer
 
+    def maps(self, segment: Segment) -> list[Value]:
+        """The maps `segment` reads and writes."""
+        values = self.values()
+        read = [values[name] for name in segment.inputs if name in values]
+        return [v for v in [*read, *segment.outputs] if v.spatial]
+
     def values(self) -> dict[str, Value]:
         """Every value by name: the network's inputs and every segment's outputs."""
         found = {v.name: v for v in self.inputs}
@@ -183,7 +189,7 @@ def deepest_run(network: SegmentedNetwork) -> tuple[int, int] | None:
     """The longest run of two or more segments whose maps all lie at the network's coarsest
     scale (a residual stack): the part with the fewest values per image pixel, so the part
     that can run on the whole image at sizes where the full-resolution layers cannot."""
-    scales = [[v.scale for v in _maps(network, s)] for s in network.segments]
+    scales = [[v.scale for v in network.maps(s)] for s in network.segments]
     deepest = max(scale for found in scales for scale in found)
     best: tuple[int, int] | None = None
     start: int | None = None
@@ -195,13 +201,6 @@ def deepest_run(network: SegmentedNetwork) -> tuple[int, int] | None:
             best = (start, k - 1)
         start = None
     return best
-
-
-def _maps(network: SegmentedNetwork, segment: Segment) -> list[Value]:
-    """The maps a segment reads and writes."""
-    values = network.values()
-    read = [values[name] for name in segment.inputs if name in values]
-    return [v for v in [*read, *segment.outputs] if v.spatial]
 
 
 def merge(network: SegmentedNetwork, first: int, last: int) -> Segment:

@@ -231,10 +231,7 @@ def plan(
 
 def _values_per_pixel(network: SegmentedNetwork, segment: Segment) -> float:
     """Values per image pixel of the widest map a segment reads or writes."""
-    values = network.values()
-    maps = [values[n] for n in segment.inputs if n in values and values[n].spatial]
-    maps += [v for v in segment.outputs if v.spatial]
-    return max(v.channels / (v.scale * v.scale) for v in maps)
+    return max(v.channels / (v.scale * v.scale) for v in network.maps(segment))
 
 
 def stylize_banded(
