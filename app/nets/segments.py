@@ -220,9 +220,6 @@ def merge(network: SegmentedNetwork, first: int, last: int) -> Segment:
             if not inner and (name != ROWS or k == len(chain) - 1):
                 inputs.setdefault(name, (shape, handed))
         made.update(v.name for v in segment.outputs)
-    rows = inputs.pop(ROWS, None)  # last, as in every segment that collects
-    if rows is not None:
-        inputs[ROWS] = rows
     outputs = [v for s in chain for v in s.outputs if v.name in later or v.name == final]
     names = tuple(inputs)
     closing = chain[-1]

@@ -219,9 +219,10 @@ def plan(
     """The segments an image of `pixels` runs: the merged run in place of its segments where
     it costs no more memory than the whole network at `largest_whole` pixels (the largest
     image that runs untiled), else every segment in bands."""
+    if whole is None:
+        return network, list(calls)
     widest = max(_values_per_pixel(network, s) for s in network.segments)
-    cost = pixels * _values_per_pixel(network, whole.segment) * WHOLE_RUN_COST if whole else 0
-    if whole is None or cost > largest_whole * widest:
+    if pixels * _values_per_pixel(network, whole.segment) * WHOLE_RUN_COST > largest_whole * widest:
         return network, list(calls)
     segments = network.segments
     chosen = (*segments[: whole.first], whole.segment, *segments[whole.last + 1 :])
