@@ -245,15 +245,15 @@ class StyleCatalog:
         weights = torch.zeros(NUM_STYLES)
         for part in parts:
             name, _, raw_weight = part.partition(":")
-            try:
-                weight = float(raw_weight) if raw_weight else 1.0
-            except ValueError:
-                raise InvalidBlend(f"blend weight {raw_weight!r} is not a number") from None
             style = self.get(name)
             if style.network is not NetworkFamily.multistyle or style.index is None:
                 raise InvalidBlend(
                     f"only built-in styles can be blended; {style.name!r} is {style.network}"
                 )
+            try:
+                weight = float(raw_weight) if raw_weight else 1.0
+            except ValueError:
+                raise InvalidBlend(f"blend weight {raw_weight!r} is not a number") from None
             if not 0.0 <= weight <= MAX_BLEND_WEIGHT:
                 raise InvalidBlend(
                     f"blend weight for {style.name!r} must be from 0 to {MAX_BLEND_WEIGHT:g}, "
